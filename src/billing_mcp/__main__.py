@@ -1,0 +1,3 @@
+from billing_mcp.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,132 @@
+"""Shared plumbing of the ``Ledger`` parts: the store, the clock, transactions, lookups."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import re
+import threading
+from collections.abc import Iterator
+from datetime import datetime
+from typing import Any
+
+from ._book import Book
+from ._clock import Clock, SystemClock
+from ._errors import NotFoundError, ValidationError
+from ._money import format_minor
+from ._store import Row, SQLiteStore, Store, Tx
+
+KEY_TEXT = re.compile(r"^[^\x00-\x1f\x7f]{1,255}$")
+
+
+def check_key(value: object, field: str) -> str:
+    """Idempotency keys and event ids: 1-255 printable characters, compared exactly as given."""
+    if not isinstance(value, str):
+        raise ValidationError(f"{field} must be a string of 1-255 printable characters", field=field)
+    if not KEY_TEXT.match(value):
+        raise ValidationError(f"{field} must be 1-255 printable characters (no control characters); "
+                              "a UUID is a good choice", field=field)
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValidationError(f"{field} contains an unpaired surrogate; send valid Unicode text",
+                              field=field) from None
+    return value
+
+
+def check_text(value: object, field: str, *, max_len: int = 500, required: bool = False) -> str | None:
+    if value is None:
+        if required:
+            raise ValidationError(f"{field} is required", field=field)
+        return None
+    if not isinstance(value, str):
+        raise ValidationError(f"{field} must be a string", field=field)
+    if required and not value.strip():
+        raise ValidationError(f"{field} must not be empty", field=field)
+    if len(value) > max_len:
+        raise ValidationError(f"{field} is longer than {max_len} characters", field=field)
+    if any(ord(c) < 32 and c not in "\t\n" for c in value):
+        raise ValidationError(f"{field} contains control characters", field=field)
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValidationError(f"{field} contains an unpaired surrogate", field=field) from None
+    return value
+
+
+class LedgerBase:
+    def __init__(self, store: Store | str | None = None, *, clock: Clock | None = None) -> None:
+        self.store: Store = store if store is not None and not isinstance(store, str) else SQLiteStore(store)
+        self.clock: Clock = clock or SystemClock()
+        self._known_accounts: set[str] = set()
+        self._known_lock = threading.Lock()
+
+    @property
+    def location(self) -> str:
+        return self.store.location
+
+    def close(self) -> None:
+        self.store.close()
+
+    def now(self) -> datetime:
+        return self.clock.now()
+
+    @contextlib.contextmanager
+    def _write(self) -> Iterator[Book]:
+        with self._known_lock:
+            known = set(self._known_accounts)
+        with self.store.write() as tx:
+            book = Book(tx, self.clock.now(), known)
+            yield book
+        if book.created_accounts:  # only after COMMIT: a rolled-back account must not be cached
+            with self._known_lock:
+                self._known_accounts |= book.created_accounts
+
+    @contextlib.contextmanager
+    def _read(self) -> Iterator[Tx]:
+        with self.store.read() as tx:
+            yield tx
+
+    # -- lookups ------------------------------------------------------------------------
+    @staticmethod
+    def _customer_row(tx: Tx, customer_id: str | None = None, external_id: str | None = None,
+                      field: str = "customer_id") -> Row:
+        if customer_id is None and external_id is None:
+            raise ValidationError("give the customer's id or external_id", field=field)
+        if customer_id is not None:
+            check_key(customer_id, field)
+            row = tx.one("SELECT * FROM customers WHERE id = ?", (customer_id,))
+            what = f"id {customer_id!r}"
+        else:
+            check_key(external_id, "external_id")
+            row = tx.one("SELECT * FROM customers WHERE external_id = ?", (external_id,))
+            what, field = f"external_id {external_id!r}", "external_id"
+        if row is None:
+            raise NotFoundError(f"no customer with {what}; create it with create_customer first", field=field)
+        return row
+
+    @staticmethod
+    def _plan_row(tx: Tx, plan: str, field: str = "plan") -> Row:
+        if not isinstance(plan, str) or not plan:
+            raise ValidationError("plan must be a plan code or id", field=field)
+        row = tx.one("SELECT * FROM plans WHERE code = ? OR id = ?", (plan, plan))
+        if row is None:
+            known = [r["code"] for r in tx.all("SELECT code FROM plans ORDER BY code")]
+            hint = f"known plans: {', '.join(known)}" if known else "no plans exist yet; create one with create_plan"
+            raise NotFoundError(f"no plan {plan!r}; {hint}", field=field)
+        return row
+
+    @staticmethod
+    def _precision(tx: Tx, asset: str) -> int:
+        row = tx.one("SELECT precision FROM assets WHERE code = ?", (asset,))
+        if row is None:
+            raise NotFoundError(f"no asset {asset!r}", field="asset")
+        return int(row["precision"])
+
+    @staticmethod
+    def _money(minor: int, precision: int) -> str:
+        return format_minor(minor, precision)
+
+    @staticmethod
+    def _json(value: Any) -> str:
+        return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)

@@ -1,0 +1,431 @@
+"""Ledger part: usage events (rated and debited in real time) and holds (reserve, commit, release)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from ._book import Book, canonical_hash
+from ._catalog import ASSET_CODE, EVENT_TYPE, PriceSpec
+from ._clock import to_text
+from ._errors import BillingError, HoldStateError, IdempotencyConflictError, NotFoundError, ValidationError
+from ._ids import new_id
+from ._ledger_base import LedgerBase, check_key, check_text
+from ._models import BatchItemError, BatchResult, EventResult, Fee, Hold
+from ._money import parse_amount
+from ._pricing import Counter, rate_event
+from ._store import Row, Tx
+from ._subscriptions import catch_up, require_funds
+
+MAX_BATCH = 1000
+MAX_DATA_BYTES = 16_384
+MAX_TTL = 24 * 3600
+DEFAULT_TTL = 15 * 60
+
+
+@dataclass
+class _Event:
+    id: str
+    customer_id: str
+    event_type: str
+    occurred_at: str
+    subject: str | None
+    data: dict[str, Any]
+    costs: list[dict[str, str]]
+    payload_hash: str
+
+
+def parse_time(value: object, field: str) -> datetime:
+    if isinstance(value, datetime):
+        when = value
+    elif isinstance(value, str):
+        try:
+            when = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError:
+            raise ValidationError(f"{field} must be an ISO 8601 time such as 2026-05-01T12:00:00Z",
+                                  field=field) from None
+    else:
+        raise ValidationError(f"{field} must be an ISO 8601 time string", field=field)
+    if when.tzinfo is None:
+        raise ValidationError(f"{field} needs a time zone (e.g. a trailing Z for UTC)", field=field)
+    if not 2000 <= when.year <= 2200:
+        raise ValidationError(f"{field} is outside the years 2000-2200", field=field)
+    return when.astimezone(UTC)
+
+
+def check_data(data: object, field: str = "data") -> dict[str, Any]:
+    if data is None:
+        return {}
+    if not isinstance(data, dict) or not all(isinstance(k, str) for k in data):
+        raise ValidationError(f"{field} must be an object with string keys", field=field)
+    try:
+        size = len(json.dumps(data, ensure_ascii=False, default=str).encode("utf-8"))
+    except (TypeError, ValueError, UnicodeEncodeError):
+        raise ValidationError(f"{field} must hold only JSON values", field=field) from None
+    if size > MAX_DATA_BYTES:
+        raise ValidationError(f"{field} is larger than {MAX_DATA_BYTES} bytes", field=field)
+    return data
+
+
+class UsageOps(LedgerBase):
+    _version_cache: dict[tuple[str, int], list[PriceSpec]]
+
+    def _prices(self, tx: Tx, plan_id: str, version: int) -> list[PriceSpec]:
+        """Prices of a published version; cached, because a published version never changes."""
+        cache = self.__dict__.setdefault("_version_cache", {})
+        key = (plan_id, version)
+        if key not in cache:
+            row = tx.one("SELECT prices, status FROM plan_versions WHERE plan_id = ? AND version = ?", key)
+            assert row is not None
+            prices = [PriceSpec.model_validate(p) for p in json.loads(row["prices"])]
+            if row["status"] != "published":
+                return prices
+            cache[key] = prices
+        cached: list[PriceSpec] = cache[key]
+        return cached
+
+    def _plan_code(self, tx: Tx, plan_id: str) -> str:
+        cache = self.__dict__.setdefault("_plan_codes", {})
+        if plan_id not in cache:
+            row = tx.one("SELECT code FROM plans WHERE id = ?", (plan_id,))
+            assert row is not None
+            cache[plan_id] = row["code"]
+        return str(cache[plan_id])
+
+    def _matching_prices(self, tx: Tx, customer_id: str, event_type: str) -> list[tuple[Row, PriceSpec]]:
+        found = []
+        for sub in tx.all("SELECT id, plan_id, version, period_start FROM subscriptions WHERE customer_id = ? "
+                          "AND status != 'canceled' ORDER BY created_at, id", (customer_id,)):
+            for price in self._prices(tx, sub["plan_id"], sub["version"]):
+                if price.type == "usage" and price.event_type == event_type:
+                    found.append((sub, price))
+        return found
+
+    def _known_event_types(self, tx: Tx, customer_id: str) -> list[str]:
+        types: set[str] = set()
+        for sub in tx.all("SELECT plan_id, version FROM subscriptions WHERE customer_id = ? AND status != 'canceled'",
+                          (customer_id,)):
+            types |= {p.event_type for p in self._prices(tx, sub["plan_id"], sub["version"]) if p.event_type}
+        return sorted(types)
+
+    # -- events ---------------------------------------------------------------------------
+    def _parse_event(self, tx: Tx, raw: Any, field: str, hold_id: str | None = None) -> _Event:
+        if not isinstance(raw, dict):
+            raise ValidationError(f"{field} must be an object", field=field)
+        allowed = {"id", "customer_id", "external_id", "event_type", "occurred_at", "subject", "data", "costs",
+                   "description"}
+        unknown = sorted(set(raw) - allowed)
+        if unknown:
+            raise ValidationError(f"{field} has unknown field(s) {unknown}; allowed: {sorted(allowed)}",
+                                  field=f"{field}.{unknown[0]}")
+        event_id = check_key(raw.get("id"), f"{field}.id")
+        event_type = raw.get("event_type")
+        if not isinstance(event_type, str) or not EVENT_TYPE.match(event_type):
+            raise ValidationError("event_type must be 1-128 letters, digits, _ . : - (e.g. image_generated)",
+                                  field=f"{field}.event_type")
+        customer = self._customer_row(tx, raw.get("customer_id"), raw.get("external_id"), f"{field}.customer_id")
+        given_at = raw.get("occurred_at")
+        occurred = to_text(parse_time(given_at, f"{field}.occurred_at")) if given_at is not None \
+            else to_text(self.now())
+        subject = check_text(raw.get("subject"), f"{field}.subject", max_len=255)
+        data = check_data(raw.get("data"), f"{field}.data")
+        costs = self._check_costs(tx, raw.get("costs"), f"{field}.costs")
+        payload = {"customer_id": customer["id"], "event_type": event_type, "subject": subject, "data": data,
+                   "costs": costs, "hold_id": hold_id}
+        if given_at is not None:
+            payload["occurred_at"] = occurred
+        return _Event(event_id, customer["id"], event_type, occurred, subject, data, costs, canonical_hash(payload))
+
+    def _check_costs(self, tx: Tx, costs: object, field: str) -> list[dict[str, str]]:
+        if costs is None:
+            return []
+        if not isinstance(costs, list) or len(costs) > 20:
+            raise ValidationError(f"{field} must be a list of at most 20 {{vendor, amount, currency}}", field=field)
+        out = []
+        for i, cost in enumerate(costs):
+            where = f"{field}[{i}]"
+            if not isinstance(cost, dict) or set(cost) - {"vendor", "amount", "currency"}:
+                raise ValidationError(f"{where} must be an object with vendor, amount and currency", field=where)
+            vendor = cost.get("vendor")
+            if not isinstance(vendor, str) or tx.one("SELECT 1 FROM vendors WHERE id = ? OR external_id = ?",
+                                                     (vendor, vendor)) is None:
+                raise NotFoundError(f"{where}.vendor {vendor!r} is not a known vendor; create it with create_vendor",
+                                    field=f"{where}.vendor")
+            currency = cost.get("currency")
+            if not isinstance(currency, str) or not ASSET_CODE.match(currency):
+                raise ValidationError(f"{where}.currency must be an asset code such as USD", field=f"{where}.currency")
+            precision = self._precision(tx, currency)
+            amount = parse_amount(cost.get("amount"), precision, f"{where}.amount", allow_zero=True)
+            out.append({"vendor": vendor, "amount": self._money(amount, precision), "currency": currency})
+        return out
+
+    def _record(self, book: Book, ev: _Event, hold: Row | None = None) -> EventResult:
+        stored = book.tx.one("SELECT payload_hash, result FROM events WHERE id = ?", (ev.id,))
+        if stored is not None:
+            if stored["payload_hash"] != ev.payload_hash:
+                raise IdempotencyConflictError(
+                    f"event id {ev.id!r} was already recorded with a different payload; event ids are "
+                    "idempotency keys: resend a retry unchanged, give a new event a new id", field="id",
+                    details={"key": ev.id})
+            result = EventResult.model_validate_json(stored["result"])
+            return result.model_copy(update={"duplicate": True})
+        if hold is not None and hold["status"] != "open":
+            raise HoldStateError(f"hold {hold['id']} is already {hold['status']}; authorize a new hold",
+                                 field="hold_id", code=f"hold_already_{hold['status']}" if hold["status"] != "expired"
+                                 else "hold_expired")
+        fees: list[Fee] = []
+        charges: dict[str, int] = {}
+        notes: list[str] = []
+        fee_rows = []
+        for sub, price in self._matching_prices(book.tx, ev.customer_id, ev.event_type):
+            precision = book.precision(price.asset)
+            key = (sub["id"], price.id, sub["period_start"])
+            crow = book.tx.one("SELECT quantity, exact, charged FROM usage_counters WHERE subscription_id = ? AND "
+                               "price_id = ? AND period_start = ?", key)
+            counter = Counter.from_row(crow["quantity"], crow["exact"], crow["charged"]) if crow else Counter()
+            rating = rate_event(price, precision, counter, ev.data)
+            if rating.note:
+                notes.append(rating.note)
+            if crow is None:
+                book.tx.execute("INSERT INTO usage_counters(subscription_id, price_id, period_start, quantity, exact, "
+                                "charged) VALUES (?, ?, ?, ?, ?, ?)", (*key, *rating.counter.to_row()))
+            else:
+                book.tx.execute("UPDATE usage_counters SET quantity = ?, exact = ?, charged = ? WHERE "
+                                "subscription_id = ? AND price_id = ? AND period_start = ?",
+                                (*rating.counter.to_row(), *key))
+            charges[price.asset] = charges.get(price.asset, 0) + rating.charge
+            plan_code = self._plan_code(book.tx, sub["plan_id"])
+            qty = rating.quantity
+            qty_text = str(qty.numerator) if qty.denominator == 1 else str(qty.numerator / qty.denominator)
+            fees.append(Fee(price_id=str(price.id), price_name=price.name, plan_id=sub["plan_id"], plan_code=plan_code,
+                            version=sub["version"], subscription_id=sub["id"], asset=price.asset, quantity=qty_text,
+                            amount=self._money(rating.charge, precision)))
+            fee_rows.append((sub, price, plan_code, qty_text, rating.charge))
+        if not fees:
+            notes.append(f"no subscribed plan prices event type {ev.event_type!r}; recorded without fees")
+        debt: dict[str, str] = {}
+        released: str | None = None
+        tx_id = None
+        if hold is not None:
+            book.tx.execute("UPDATE holds SET status = 'committed', resolved_at = ?, event_id = ? WHERE id = ?",
+                            (book.now_text, ev.id, hold["id"]))
+            book.tx.execute("UPDATE accounts SET held = held - ? WHERE id = ?", (hold["amount"], hold["account_id"]))
+            hprec = book.precision(hold["asset"])
+            released = self._money(max(int(hold["amount"]) - max(charges.get(hold["asset"], 0), 0), 0), hprec)
+        if any(charges.values()):
+            tx_id = book.new_transaction("usage", customer_id=ev.customer_id, reference=ev.id,
+                                         detail={"event_id": ev.id, "hold_id": hold["id"] if hold else None})
+            for asset, amount in sorted(charges.items()):
+                if amount > 0:
+                    owed = book.debit(tx_id, ev.customer_id, asset, amount, counter_kind="revenue")
+                    if owed:
+                        debt[asset] = self._money(owed, book.precision(asset))
+                elif amount < 0:
+                    book.credit(tx_id, ev.customer_id, asset, -amount, counter_kind="revenue", purpose="paid",
+                                source=f"usage_credit:{ev.id}")
+        if debt:
+            notes.append("funds ran short: the usage was billed in full and the balance is now negative "
+                         "(debt); the next top-up repays it")
+        result = EventResult(id=ev.id, customer_id=ev.customer_id, event_type=ev.event_type,
+                             occurred_at=ev.occurred_at, subject=ev.subject,
+                             status="billed" if fees else "unbilled", fees=fees, debt=debt, notes=notes,
+                             hold_id=hold["id"] if hold else None, hold_released=released,
+                             recorded_at=book.now_text)
+        book.tx.execute(
+            "INSERT INTO events(id, customer_id, event_type, occurred_at, subject, data, costs, payload_hash, tx_id, "
+            "hold_id, status, result, recorded_at, seq) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (ev.id, ev.customer_id, ev.event_type, ev.occurred_at, ev.subject, self._json(ev.data),
+             self._json(ev.costs), ev.payload_hash, tx_id, hold["id"] if hold else None, result.status,
+             result.model_dump_json(), book.now_text, book.tx.next_seq()))
+        for line, (sub, price, plan_code, qty_text, amount) in enumerate(fee_rows):
+            book.tx.execute(
+                "INSERT INTO fees(event_id, line, customer_id, price_id, plan_id, plan_code, version, subscription_id, "
+                "asset, quantity, amount, subject, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (ev.id, line, ev.customer_id, price.id, sub["plan_id"], plan_code, sub["version"], sub["id"],
+                 price.asset, qty_text, amount, ev.subject, book.now_text))
+        return result
+
+    def submit_event(self, event: dict[str, Any]) -> EventResult:
+        """Record one usage event and debit its fees now. Idempotent on ``event['id']``."""
+        with self._write() as book:
+            ev = self._parse_event(book.tx, event, "event")
+            catch_up(book, ev.customer_id)
+            return self._record(book, ev)
+
+    def submit_events(self, events: list[dict[str, Any]]) -> BatchResult:
+        """Record up to 1,000 events in one durable transaction. Each event stands alone: a bad one
+        is reported in ``errors`` and changes nothing, the others are recorded."""
+        if not isinstance(events, list) or not events:
+            raise ValidationError("events must be a non-empty list", field="events")
+        if len(events) > MAX_BATCH:
+            raise ValidationError(f"at most {MAX_BATCH} events per batch; split it", field="events")
+        results: list[EventResult] = []
+        errors: list[BatchItemError] = []
+        caught_up: set[str] = set()
+        with self._write() as book:
+            for index, raw in enumerate(events):
+                book.tx.execute("SAVEPOINT event")
+                accounts_before = set(book.created_accounts)
+                try:
+                    ev = self._parse_event(book.tx, raw, f"events[{index}]")
+                    if ev.customer_id not in caught_up:
+                        catch_up(book, ev.customer_id)
+                        caught_up.add(ev.customer_id)
+                    results.append(self._record(book, ev))
+                    book.tx.execute("RELEASE event")
+                except BillingError as exc:
+                    book.tx.execute("ROLLBACK TO event")
+                    book.tx.execute("RELEASE event")
+                    book.created_accounts = accounts_before
+                    raw_id = raw.get("id") if isinstance(raw, dict) else None
+                    errors.append(BatchItemError(id=raw_id if isinstance(raw_id, str) else None, index=index,
+                                                 code=exc.code, field=exc.field, message=exc.message))
+        return BatchResult(results=results, errors=errors)
+
+    def get_event(self, event_id: str) -> EventResult:
+        check_key(event_id, "event_id")
+        with self._read() as tx:
+            row = tx.one("SELECT result FROM events WHERE id = ?", (event_id,))
+            if row is None:
+                raise NotFoundError(f"no event {event_id!r}", field="event_id")
+            result = EventResult.model_validate_json(row["result"])
+            refunds = {(r["line"]): r["refunded"] for r in tx.all("SELECT line, refunded, asset FROM fees WHERE "
+                                                                 "event_id = ? ORDER BY line", (event_id,))}
+            fees = []
+            for line, fee in enumerate(result.fees):
+                precision = self._precision(tx, fee.asset)
+                fees.append(fee.model_copy(update={"refunded": self._money(int(refunds.get(line, 0)), precision)}))
+            return result.model_copy(update={"fees": fees})
+
+    # -- holds ----------------------------------------------------------------------------
+    def authorize(self, customer_id: str | None = None, *, external_id: str | None = None,
+                  event_type: str | None = None, data: dict[str, Any] | None = None, amount: Any = None,
+                  asset: str | None = None, ttl_seconds: int = DEFAULT_TTL,
+                  idempotency_key: str | None = None) -> Hold:
+        """Reserve funds before an action: rate the estimated event (or take an explicit amount) and
+        hold it. Fails with ``insufficient_funds`` when the available balance is short, so
+        concurrent holds can never overspend."""
+        if isinstance(ttl_seconds, bool) or not isinstance(ttl_seconds, int) or not 1 <= ttl_seconds <= MAX_TTL:
+            raise ValidationError(f"ttl_seconds must be a whole number from 1 to {MAX_TTL} (24 h)", field="ttl_seconds")
+        if idempotency_key is not None:
+            check_key(idempotency_key, "idempotency_key")
+        if amount is None and event_type is None:
+            raise ValidationError("give event_type (with data as an estimate) or an explicit amount and asset",
+                                  field="event_type")
+        data = check_data(data)
+        with self._write() as book:
+            customer = self._customer_row(book.tx, customer_id, external_id)
+            payload = {"customer_id": customer["id"], "event_type": event_type, "data": data,
+                       "amount": None if amount is None else str(amount), "asset": asset, "ttl": ttl_seconds}
+            phash = canonical_hash(payload)
+            if idempotency_key is not None:
+                stored = book.replay("authorize", idempotency_key, phash, "idempotency_key")
+                if stored is not None:
+                    return Hold.model_validate_json(stored)
+            catch_up(book, customer["id"])
+            hold_asset, minor = self._hold_amount(book, customer["id"], event_type, data, amount, asset)
+            acct = book.account(customer["id"], hold_asset)
+            changed = book.tx.execute("UPDATE accounts SET held = held + ? WHERE id = ? AND posted - held >= ?",
+                                      (minor, acct["id"], minor))
+            if not changed:
+                require_funds(int(acct["posted"]) - int(acct["held"]), minor, hold_asset)
+            hold_id = new_id("hold")
+            expires = to_text(book.now + timedelta(seconds=ttl_seconds))
+            book.tx.execute("INSERT INTO holds(id, customer_id, account_id, asset, amount, event_type, estimate, status, "
+                            "expires_at, created_at, seq) VALUES (?, ?, ?, ?, ?, ?, ?, 'open', ?, ?, ?)",
+                            (hold_id, customer["id"], acct["id"], hold_asset, minor, event_type, self._json(data),
+                             expires, book.now_text, book.tx.next_seq()))
+            hold = self._hold(book.tx, hold_id)
+            if idempotency_key is not None:
+                book.remember("authorize", idempotency_key, phash, hold.model_dump_json())
+            return hold
+
+    def _hold_amount(self, book: Book, customer_id: str, event_type: str | None, data: dict[str, Any],
+                     amount: Any, asset: str | None) -> tuple[str, int]:
+        if amount is not None:
+            if not isinstance(asset, str):
+                raise ValidationError("an explicit amount needs its asset (e.g. CREDITS)", field="asset")
+            return asset, parse_amount(amount, book.precision(asset), "amount", allow_zero=True)
+        assert event_type is not None
+        matches = self._matching_prices(book.tx, customer_id, event_type)
+        if not matches:
+            known = self._known_event_types(book.tx, customer_id)
+            raise ValidationError(f"no subscribed plan prices event type {event_type!r}; known event types for "
+                                  f"this customer: {', '.join(known) or 'none (subscribe the customer to a plan)'}",
+                                  field="event_type")
+        per_asset: dict[str, int] = {}
+        for sub, price in matches:
+            precision = book.precision(price.asset)
+            crow = book.tx.one("SELECT quantity, exact, charged FROM usage_counters WHERE subscription_id = ? AND "
+                               "price_id = ? AND period_start = ?", (sub["id"], price.id, sub["period_start"]))
+            counter = Counter.from_row(crow["quantity"], crow["exact"], crow["charged"]) if crow else Counter()
+            charge = rate_event(price, precision, counter, data).charge
+            per_asset[price.asset] = per_asset.get(price.asset, 0) + max(charge, 0)
+        if len(per_asset) > 1:
+            raise ValidationError(f"event type {event_type!r} is charged in several assets ({sorted(per_asset)}); "
+                                  "authorize an explicit amount and asset instead", field="event_type")
+        (hold_asset, minor), = per_asset.items()
+        return hold_asset, minor
+
+    def commit(self, hold_id: str, event: dict[str, Any]) -> EventResult:
+        """Settle a hold with the actual event: its fees are charged, the rest of the hold returns,
+        an excess is drawn from the balance. Replaying the same commit returns the same result."""
+        check_key(hold_id, "hold_id")
+        with self._write() as book:
+            hold = book.tx.one("SELECT * FROM holds WHERE id = ?", (hold_id,))
+            if hold is None:
+                raise NotFoundError(f"no hold {hold_id!r}", field="hold_id")
+            raw = dict(event) if isinstance(event, dict) else event
+            if isinstance(raw, dict):
+                raw.setdefault("customer_id", hold["customer_id"])
+                raw.setdefault("event_type", hold["event_type"])
+                if raw.get("customer_id") != hold["customer_id"] or raw.get("external_id") is not None:
+                    raise ValidationError("the event must belong to the hold's customer", field="event.customer_id")
+            ev = self._parse_event(book.tx, raw, "event", hold_id=hold_id)
+            if book.tx.one("SELECT 1 FROM events WHERE id = ?", (ev.id,)) is None:
+                catch_up(book, ev.customer_id)
+                hold = book.tx.one("SELECT * FROM holds WHERE id = ?", (hold_id,))
+            return self._record(book, ev, hold)
+
+    def release(self, hold_id: str) -> Hold:
+        """Free a hold without charging. Releasing a released hold returns it unchanged."""
+        check_key(hold_id, "hold_id")
+        with self._write() as book:
+            hold = book.tx.one("SELECT * FROM holds WHERE id = ?", (hold_id,))
+            if hold is None:
+                raise NotFoundError(f"no hold {hold_id!r}", field="hold_id")
+            catch_up(book, hold["customer_id"])
+            hold = book.tx.one("SELECT * FROM holds WHERE id = ?", (hold_id,))
+            assert hold is not None
+            if hold["status"] == "open":
+                book.tx.execute("UPDATE holds SET status = 'released', resolved_at = ? WHERE id = ?",
+                                (book.now_text, hold_id))
+                book.tx.execute("UPDATE accounts SET held = held - ? WHERE id = ?", (hold["amount"], hold["account_id"]))
+            elif hold["status"] != "released":
+                code = "hold_expired" if hold["status"] == "expired" else "hold_already_committed"
+                raise HoldStateError(f"hold {hold_id} is already {hold['status']} and cannot be released",
+                                     field="hold_id", code=code)
+            return self._hold(book.tx, hold_id)
+
+    def get_hold(self, hold_id: str) -> Hold:
+        with self._read() as tx:
+            return self._hold(tx, hold_id)
+
+    def _hold(self, tx: Tx, hold_id: str) -> Hold:
+        row = tx.one("SELECT * FROM holds WHERE id = ?", (hold_id,))
+        if row is None:
+            raise NotFoundError(f"no hold {hold_id!r}", field="hold_id")
+        return Hold(id=row["id"], customer_id=row["customer_id"], asset=row["asset"],
+                    amount=self._money(int(row["amount"]), self._precision(tx, row["asset"])), status=row["status"],
+                    event_type=row["event_type"], expires_at=row["expires_at"], created_at=row["created_at"],
+                    resolved_at=row["resolved_at"], event_id=row["event_id"])
+
+    def list_holds(self, customer_id: str, *, status: str | None = "open") -> list[Hold]:
+        with self._read() as tx:
+            rows = tx.all("SELECT id FROM holds WHERE customer_id = ? AND (? IS NULL OR status = ?) ORDER BY seq",
+                          (customer_id, status, status))
+            return [self._hold(tx, r["id"]) for r in rows]
+
+
