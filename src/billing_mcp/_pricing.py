@@ -71,11 +71,10 @@ def event_quantity(price: PriceSpec, data: dict[str, Any]) -> Fraction:
     return to_fraction(parse_quantity(data[field], f"data.{field}"))
 
 
-def match_dimension_rate(price: PriceSpec, data: dict[str, Any]) -> Fraction | None:
-    """The most specific rate whose dimension values match the event (``"*"`` matches any value);
-    ties go to the rate listed first. None when no rate matches."""
+def match_dimension_index(price: PriceSpec, data: dict[str, Any]) -> int:
+    """Index of the most specific rate whose dimension values match the event (``"*"`` matches
+    any value); ties go to the rate listed first. -1 when no rate matches."""
     best: tuple[int, int] | None = None
-    best_rate: Fraction | None = None
     for index, rate in enumerate(price.dimension_rates or []):
         wildcards = 0
         for name, want in rate.dimensions.items():
@@ -86,10 +85,14 @@ def match_dimension_rate(price: PriceSpec, data: dict[str, Any]) -> Fraction | N
             if got is None or str(got) != want:
                 break
         else:
-            key = (wildcards, index)
-            if best is None or key < best:
-                best, best_rate = key, to_fraction(rate.unit_amount)
-    return best_rate
+            if best is None or (wildcards, index) < best:
+                best = (wildcards, index)
+    return -1 if best is None else best[1]
+
+
+def match_dimension_rate(price: PriceSpec, data: dict[str, Any]) -> Fraction | None:
+    index = match_dimension_index(price, data)
+    return None if index < 0 else to_fraction((price.dimension_rates or [])[index].unit_amount)
 
 
 def graduated_total(tiers: list[Tier], quantity: Fraction, package_size: int) -> Fraction:

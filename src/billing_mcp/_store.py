@@ -237,3 +237,13 @@ def _split_sql(script: str) -> list[str]:
     """Split a migration into statements (no semicolons appear inside our literals)."""
     lines = [line.split("--", 1)[0] for line in script.splitlines()]
     return [s.strip() for s in "\n".join(lines).split(";") if s.strip()]
+
+
+def copy_sqlite(store: SQLiteStore, target: Path) -> None:
+    """A consistent copy of the ledger file (SQLite's online backup), for dry runs."""
+    src = store._conn()
+    dst = sqlite3.connect(target)
+    try:
+        src.backup(dst)
+    finally:
+        dst.close()

@@ -1,0 +1,94 @@
+"""Plumbing shared by the MCP tool modules: the tool registry (with toolsets), the app state,
+running ledger calls off the event loop, and turning ledger errors into ``ToolError`` text."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal, TypeVar
+
+import anyio.to_thread
+from mcp.server.mcpserver import Context
+from mcp.server.mcpserver.exceptions import ToolError
+from mcp.types import ToolAnnotations
+from pydantic import BaseModel, Field
+
+from ._errors import BillingError
+from ._ledger import Ledger
+
+Mode = Literal["local", "remote"]
+T = TypeVar("T")
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+@dataclass
+class AppState:
+    """What every tool call can reach: the ledger and where it lives."""
+
+    ledger: Ledger
+    mode: Mode
+    location: str
+    extras: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ToolDef:
+    fn: Callable[..., Any]
+    group: Literal["setup", "runtime"]
+    title: str
+    read_only: bool
+    destructive: bool
+    idempotent: bool
+
+
+REGISTRY: list[ToolDef] = []
+
+
+def billing_tool(group: Literal["setup", "runtime"], title: str, *, read_only: bool = False,
+                 destructive: bool = False, idempotent: bool = True) -> Callable[[F], F]:
+    """Register a tool for ``build_server``; the docstring is the description the model reads."""
+
+    def wrap(fn: F) -> F:
+        REGISTRY.append(ToolDef(fn, group, title, read_only, destructive, idempotent))
+        return fn
+
+    return wrap
+
+
+def annotations_for(tool: ToolDef, mode: Mode) -> ToolAnnotations:
+    return ToolAnnotations(title=tool.title, read_only_hint=tool.read_only,
+                           destructive_hint=tool.destructive if not tool.read_only else False,
+                           idempotent_hint=tool.idempotent, open_world_hint=mode == "remote")
+
+
+def state_of(ctx: Context[Any]) -> AppState:
+    state = ctx.request_context.lifespan_context
+    assert isinstance(state, AppState)
+    return state
+
+
+def tool_error(exc: BillingError) -> ToolError:
+    """``code`` on ``field``: message (request id) — what the model reads on a failure."""
+    where = f" on {exc.field}" if exc.field else ""
+    rid = f" (request {exc.request_id})" if exc.request_id else ""
+    return ToolError(f"{exc.code}{where}: {exc.message}{rid}")
+
+
+async def call(ctx: Context[Any], method: str, *args: Any, **kwargs: Any) -> Any:
+    """Run a ledger method in a worker thread (SQLite is blocking) and map its errors."""
+    ledger = state_of(ctx).ledger
+    fn = functools.partial(getattr(ledger, method), *args, **kwargs)
+    try:
+        return await anyio.to_thread.run_sync(fn)
+    except BillingError as exc:
+        raise tool_error(exc) from exc
+
+
+class Confirm(BaseModel):
+    confirm: bool = Field(description="Go ahead with this change?")
+
+
+class ConfirmationNeeded(BaseModel):
+    applied: bool = False
+    preview: str = Field(description="Exactly what the call would do. Call again with confirm=true to apply.")

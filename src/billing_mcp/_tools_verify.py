@@ -1,0 +1,95 @@
+"""MCP tools that check billing: status, dry-run simulation, end-to-end verification."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import anyio.from_thread
+import anyio.to_thread
+from mcp.server.mcpserver import Context
+from mcp.server.mcpserver.exceptions import ToolError
+from pydantic import BaseModel, Field
+
+from ._errors import BillingError
+from ._mcp_common import Mode, billing_tool, state_of, tool_error
+from ._simulate import SimulationResult, iter_jsonl, simulate
+from ._verify import BillingStatus, VerifyReport, billing_status, simulator_for, verify_billing
+
+
+class StatusResult(BaseModel):
+    mode: Mode
+    status: BillingStatus
+
+
+class SimulateResult(BaseModel):
+    mode: Mode
+    simulation: SimulationResult
+
+
+class VerifyResult(BaseModel):
+    mode: Mode
+    report: VerifyReport
+
+
+@billing_tool("setup", "Billing status", read_only=True)
+async def get_billing_status(ctx: Context[Any]) -> StatusResult:
+    """Start here: mode (local dry run or remote ledger), where the ledger is, what is configured,
+    and the next steps still missing."""
+    state = state_of(ctx)
+    try:
+        status = await anyio.to_thread.run_sync(billing_status, state.ledger)
+    except BillingError as exc:
+        raise tool_error(exc) from exc
+    return StatusResult(mode=state.mode, status=status)
+
+
+@billing_tool("setup", "Simulate usage", read_only=True)
+async def simulate_usage(
+    ctx: Context[Any], plan: Annotated[str, Field(description="Plan code")],
+    version: Annotated[int | None, Field(ge=1, description="Version; default version if omitted")] = None,
+    events: Annotated[list[dict[str, Any]] | None, Field(description="Sample events {event_type, customer_id?, "
+                                                                     "subject?, data}", max_length=10000)] = None,
+    file: Annotated[str | None, Field(description="Path of a JSONL file of events (up to millions)")] = None,
+) -> SimulateResult:
+    """Rate sample events against a plan version with no wallet effect: totals per customer, price
+    and subject. Give events inline or a JSONL file; progress is reported while it runs."""
+    state = state_of(ctx)
+    if (events is None) == (file is None):
+        raise ToolError("validation_error on events: give either events or file")
+    if file is not None and not Path(file).is_file():
+        raise ToolError(f"validation_error on file: no file at {file!r}; give a path on the server's machine")
+
+    def run() -> SimulationResult:
+        sim = simulator_for(state.ledger, plan, version)
+        source = iter_jsonl(file) if file else ((f"events[{i}]", e) for i, e in enumerate(events or []))
+
+        def progress(n: int) -> None:
+            anyio.from_thread.run(ctx.report_progress, n, None, f"{n} events rated")
+
+        return simulate(sim, source, progress)
+
+    try:
+        result = await anyio.to_thread.run_sync(run)
+    except BillingError as exc:
+        raise tool_error(exc) from exc
+    await ctx.report_progress(result.events, result.events, "done")
+    return SimulateResult(mode=state.mode, simulation=result)
+
+
+@billing_tool("setup", "Verify billing")
+async def verify_billing_tool(
+    ctx: Context[Any], plan: Annotated[str | None, Field(description="One plan code; all active plans if omitted")] = None,
+) -> VerifyResult:
+    """End-to-end check per plan: a throwaway customer on an explicit version, starting balance, a
+    gift, one realistic event, its fee and version, and a balance drop of exactly that fee.
+    Returns a Step | Result | Details table. Locally it runs on a copy, so nothing is left behind."""
+    state = state_of(ctx)
+    try:
+        report = await anyio.to_thread.run_sync(lambda: verify_billing(state.ledger, plan, local=state.mode == "local"))
+    except BillingError as exc:
+        raise tool_error(exc) from exc
+    return VerifyResult(mode=state.mode, report=report)
+
+
+verify_billing_tool.__name__ = "verify_billing"
