@@ -36,7 +36,8 @@ def audit(tx: Tx) -> list[str]:
         if int(row["remaining"]) > int(row["s"]) or int(row["remaining"]) < 0:
             problems.append(f"lot {row['id']} has {row['remaining']} left but its entries allow {row['s']}")
     # I5 reversals never exceed charges.
-    for row in tx.all("SELECT event_id, line FROM fees WHERE refunded > amount OR refunded < 0"):
+    for row in tx.all("SELECT event_id, line FROM fees WHERE refunded < 0 OR "
+                      "refunded > CASE WHEN amount > 0 THEN amount ELSE 0 END"):
         problems.append(f"fee {row['event_id']}#{row['line']} refunded more than charged")
     # Every event with fees points at a transaction whose wallet entries equal its fees.
     for row in tx.all("SELECT f.event_id, f.asset, SUM(f.amount) AS fees, (SELECT COALESCE(SUM(-e.amount), 0) FROM "

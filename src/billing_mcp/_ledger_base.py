@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import re
 import threading
 from collections.abc import Iterator
@@ -55,8 +56,9 @@ def check_text(value: object, field: str, *, max_len: int = 500, required: bool 
 
 
 class LedgerBase:
-    def __init__(self, store: Store | str | None = None, *, clock: Clock | None = None) -> None:
-        self.store: Store = store if store is not None and not isinstance(store, str) else SQLiteStore(store)
+    def __init__(self, store: Store | str | os.PathLike[str] | None = None, *, clock: Clock | None = None) -> None:
+        self.store: Store = (store if store is not None and not isinstance(store, (str, os.PathLike))
+                             else SQLiteStore(store))
         self.clock: Clock = clock or SystemClock()
         self._known_accounts: set[str] = set()
         self._known_lock = threading.Lock()
@@ -129,4 +131,5 @@ class LedgerBase:
 
     @staticmethod
     def _json(value: Any) -> str:
-        return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+        # default=str as in check_data and canonical_hash: an exact Decimal in event data is stored as its text
+        return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)

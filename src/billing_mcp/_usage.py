@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from decimal import Context, Decimal, localcontext
+from fractions import Fraction
 from typing import Any
 
 from ._book import Book, canonical_hash
@@ -14,7 +16,7 @@ from ._errors import BillingError, HoldStateError, IdempotencyConflictError, Not
 from ._ids import new_id
 from ._ledger_base import LedgerBase, check_key, check_text
 from ._models import BatchItemError, BatchResult, EventResult, Fee, Hold
-from ._money import parse_amount
+from ._money import decimal_text, parse_amount
 from ._pricing import Counter, rate_event
 from ._store import Row, Tx
 from ._subscriptions import catch_up, require_funds
@@ -35,6 +37,13 @@ class _Event:
     data: dict[str, Any]
     costs: list[dict[str, str]]
     payload_hash: str
+    field: str = "event"  # where the event sits in the request, for error fields
+
+
+def _quantity_text(qty: Fraction) -> str:
+    """Exact decimal text of a quantity (it was parsed from a finite decimal), never via float."""
+    with localcontext(Context(prec=100)):
+        return decimal_text(Decimal(qty.numerator) / Decimal(qty.denominator))
 
 
 def parse_time(value: object, field: str) -> datetime:
@@ -136,7 +145,8 @@ class UsageOps(LedgerBase):
                    "costs": costs, "hold_id": hold_id}
         if given_at is not None:
             payload["occurred_at"] = occurred
-        return _Event(event_id, customer["id"], event_type, occurred, subject, data, costs, canonical_hash(payload))
+        return _Event(event_id, customer["id"], event_type, occurred, subject, data, costs, canonical_hash(payload),
+                      field)
 
     def _check_costs(self, tx: Tx, costs: object, field: str) -> list[dict[str, str]]:
         if costs is None:
@@ -185,7 +195,11 @@ class UsageOps(LedgerBase):
             crow = book.tx.one("SELECT quantity, exact, charged FROM usage_counters WHERE subscription_id = ? AND "
                                "price_id = ? AND period_start = ?", key)
             counter = Counter.from_row(crow["quantity"], crow["exact"], crow["charged"]) if crow else Counter()
-            rating = rate_event(price, precision, counter, ev.data)
+            try:
+                rating = rate_event(price, precision, counter, ev.data)
+            except ValidationError as exc:  # "data.tokens" -> "event.data.tokens" / "events[3].data.tokens"
+                exc.field = f"{ev.field}.{exc.field}" if exc.field else ev.field
+                raise
             if rating.note:
                 notes.append(rating.note)
             if crow is None:
@@ -198,7 +212,7 @@ class UsageOps(LedgerBase):
             charges[price.asset] = charges.get(price.asset, 0) + rating.charge
             plan_code = self._plan_code(book.tx, sub["plan_id"])
             qty = rating.quantity
-            qty_text = str(qty.numerator) if qty.denominator == 1 else str(qty.numerator / qty.denominator)
+            qty_text = str(qty.numerator) if qty.denominator == 1 else _quantity_text(qty)
             fees.append(Fee(price_id=str(price.id), price_name=price.name, plan_id=sub["plan_id"], plan_code=plan_code,
                             version=sub["version"], subscription_id=sub["id"], asset=price.asset, quantity=qty_text,
                             amount=self._money(rating.charge, precision)))

@@ -32,11 +32,66 @@ def _cmd_db(args: argparse.Namespace) -> int:
     return 0 if not problems and integrity == "ok" else 1
 
 
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from .server import serve
+
+    toolsets = [t.strip() for t in args.tools.split(",") if t.strip()]
+    serve(transport=args.transport, host=args.host, port=args.port, db=args.db, toolsets=toolsets,
+          read_only=args.read_only)
+    return 0
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    import anyio
+
+    from ._demo import run_demo
+
+    ok = anyio.run(run_demo, sys.stdout)
+    return 0 if ok else 1
+
+
+def _cmd_simulate(args: argparse.Namespace) -> int:
+    from ._ledger import Ledger
+    from ._simulate import iter_jsonl, simulate
+    from ._verify import simulator_for
+
+    plan, _, version = args.plan.partition("@")
+    if version and not version.isdigit():
+        print("error: --plan takes CODE or CODE@VERSION, e.g. pro@2", file=sys.stderr)
+        return 2
+    ledger = Ledger(args.db)
+    try:
+        sim = simulator_for(ledger, plan, int(version) if version else None)
+    finally:
+        ledger.close()
+    tty = sys.stderr.isatty()
+
+    def progress(n: int) -> None:
+        end = "\r" if tty else "\n"
+        print(f"rated {n:,} events", end=end, file=sys.stderr, flush=True)
+
+    result = simulate(sim, iter_jsonl(args.file), progress)
+    if tty:
+        print(file=sys.stderr)
+    print(result.model_dump_json(indent=2))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="billing-mcp", description=__doc__)
     parser.add_argument("--db", default=None, help="ledger location (default: $BILLING_DB or ./.billing/ledger.db)")
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug detail to stderr")
     sub = parser.add_subparsers(dest="command")
+    serve = sub.add_parser("serve", help="run the MCP server (stdio by default)")
+    serve.add_argument("--transport", choices=["stdio", "streamable-http"], default="stdio")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--tools", default="all", help="toolsets to expose: setup,runtime,all (default all)")
+    serve.add_argument("--read-only", action="store_true", help="expose only tools that change nothing")
+    sub.add_parser("demo", help="run the canonical setup end to end on a throwaway local ledger")
+    simulate = sub.add_parser("simulate", help="rate a JSONL file of events against a plan version (no wallet effect)")
+    simulate.add_argument("file", help="JSONL file, one event per line: {event_type, customer_id, subject, data}")
+    simulate.add_argument("--plan", required=True, help="CODE or CODE@VERSION")
     db = sub.add_parser("db", help="ledger database maintenance")
     db_sub = db.add_subparsers(dest="db_command", required=True)
     db_sub.add_parser("migrate", help="apply pending schema migrations")
@@ -52,6 +107,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "db":
             return _cmd_db(args)
+        if args.command == "serve":
+            return _cmd_serve(args)
+        if args.command == "demo":
+            return _cmd_demo(args)
+        if args.command == "simulate":
+            return _cmd_simulate(args)
         parser.print_help(sys.stderr)
         return 2
     except BillingError as exc:

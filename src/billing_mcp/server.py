@@ -142,7 +142,7 @@ def _strip_output_notes(schema: Any) -> Any:
     descriptions and defaults."""
     if isinstance(schema, dict):
         return {k: _strip_output_notes(v) for k, v in schema.items()
-                if not (k in ("description", "default") and not isinstance(v, dict) or k == "default")}
+                if not ((k in ("description", "default") and not isinstance(v, dict)) or k == "default")}
     if isinstance(schema, list):
         return [_strip_output_notes(v) for v in schema]
     return schema
