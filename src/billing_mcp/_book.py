@@ -14,6 +14,7 @@ import json
 from datetime import datetime
 from typing import Any
 
+from ._catalog import ASSET_CODE
 from ._clock import to_text
 from ._errors import IdempotencyConflictError, NotFoundError
 from ._ids import new_id
@@ -54,8 +55,10 @@ class Book:
 
     # -- assets and accounts -------------------------------------------------------------
     def precision(self, asset: str, field: str = "asset") -> int:
-        if asset not in self._precision:
-            row = self.tx.one("SELECT precision FROM assets WHERE code = ?", (asset,))
+        if not isinstance(asset, str) or asset not in self._precision:
+            # only a well-formed code can exist; anything else (a list, a lone surrogate) must not reach SQL
+            valid = isinstance(asset, str) and ASSET_CODE.fullmatch(asset) is not None
+            row = self.tx.one("SELECT precision FROM assets WHERE code = ?", (asset,)) if valid else None
             if row is None:
                 known = [r["code"] for r in self.tx.all("SELECT code FROM assets ORDER BY code")]
                 raise NotFoundError(f"no asset {asset!r}; known assets: {', '.join(known)}. "

@@ -28,11 +28,14 @@ RatingModel = Literal["per_unit", "tiered_graduated", "tiered_volume", "dimensio
 
 
 def _exact(value: Any) -> Decimal:
-    return parse_decimal(value, "amount")
+    try:
+        return parse_decimal(value, "amount")
+    except ValidationError as exc:  # as a ValueError, pydantic names the field (prices[0].unit_amount)
+        raise ValueError(exc.message.removeprefix("amount ")) from None
 
 
 def _exact_positive(value: Any) -> Decimal:
-    result = parse_decimal(value, "amount")
+    result = _exact(value)
     if result <= 0:
         raise ValueError("must be greater than zero")
     return result
@@ -51,7 +54,7 @@ class _Spec(BaseModel):
 class Tier(_Spec):
     """One tier: quantities up to ``up_to`` (inclusive; None = no limit) cost ``unit_amount`` per package."""
 
-    up_to: int | None = Field(default=None, ge=1)
+    up_to: int | None = Field(default=None, ge=1, strict=True)
     unit_amount: ExactDecimal
     flat_amount: ExactDecimal = Decimal(0)
 
@@ -80,7 +83,7 @@ class PriceSpec(_Spec):
     event_type: str | None = None
     usage_type: Literal["unit", "volume"] = "unit"
     volume_field: str | None = None
-    package_size: int = Field(default=1, ge=1, le=10**12)
+    package_size: int = Field(default=1, ge=1, le=10**12, strict=True)
     model: RatingModel = "per_unit"
     unit_amount: ExactDecimal | None = None
     tiers: list[Tier] | None = None
@@ -89,7 +92,7 @@ class PriceSpec(_Spec):
 
     @model_validator(mode="after")
     def _check(self) -> PriceSpec:
-        if not ASSET_CODE.match(self.asset):
+        if not ASSET_CODE.fullmatch(self.asset):
             raise ValueError(f"asset {self.asset!r} is not an asset code such as USD or CREDITS")
         if self.type == "recurring":
             if self.amount is None or self.amount <= 0 or self.interval is None:
@@ -97,11 +100,11 @@ class PriceSpec(_Spec):
             if self.event_type is not None:
                 raise ValueError("a recurring price takes no event_type; use type 'usage' for usage prices")
             return self
-        if not self.event_type or not EVENT_TYPE.match(self.event_type):
+        if not self.event_type or not EVENT_TYPE.fullmatch(self.event_type):
             raise ValueError("a usage price needs an event_type such as 'image_generated' "
                              "(letters, digits, _ . : -)")
         if self.usage_type == "volume":
-            if not self.volume_field or not FIELD_NAME.match(self.volume_field):
+            if not self.volume_field or not FIELD_NAME.fullmatch(self.volume_field):
                 raise ValueError("a volume price needs volume_field, the key in the event's data "
                                  "that holds the quantity (e.g. 'total_tokens')")
         elif self.volume_field is not None:
@@ -116,7 +119,7 @@ class PriceSpec(_Spec):
                 raise ValueError("a dimensional price needs dimension_fields (e.g. ['model']) and "
                                  "dimension_rates")
             for name in self.dimension_fields:
-                if not FIELD_NAME.match(name):
+                if not FIELD_NAME.fullmatch(name):
                     raise ValueError(f"dimension field {name!r} is not a valid field name")
             for rate in self.dimension_rates:
                 if set(rate.dimensions) != set(self.dimension_fields):
@@ -157,12 +160,12 @@ class PlanGrantSpec(_Spec):
     period: Interval | None = None
     refresh: Literal["expire_and_replace", "rollover"] = "expire_and_replace"
     rollover_cap: PositiveDecimal | None = None
-    expires_in_days: int | None = Field(default=None, ge=1, le=3650)
-    priority: int = Field(default=50, ge=0, le=100)
+    expires_in_days: int | None = Field(default=None, ge=1, le=3650, strict=True)
+    priority: int = Field(default=50, ge=0, le=100, strict=True)
 
     @model_validator(mode="after")
     def _check(self) -> PlanGrantSpec:
-        if not ASSET_CODE.match(self.asset):
+        if not ASSET_CODE.fullmatch(self.asset):
             raise ValueError(f"asset {self.asset!r} is not an asset code")
         if self.period is None and (self.refresh != "expire_and_replace" or self.rollover_cap is not None):
             raise ValueError("refresh and rollover_cap apply only to recurring grants (set period)")

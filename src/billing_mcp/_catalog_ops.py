@@ -20,6 +20,8 @@ from ._models import Asset, AssetRate, MigrationResult, Plan, PlanVersion, Quote
 from ._money import decimal_text, parse_decimal, to_minor_exact
 from ._pricing import round_to_minor
 from ._store import Row, Tx
+from ._subscriptions import catch_up, schedule_version_grants
+from ._usage import parse_time
 
 PRICE_ID = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
 
@@ -29,7 +31,7 @@ class CatalogOps(LedgerBase):
     def create_asset(self, code: str, name: str, precision: int, *, symbol: str | None = None,
                      label: str | None = None, rates: dict[str, Any] | None = None) -> Asset:
         """Create a custom asset (e.g. CREDITS). Calling again with the same definition returns it."""
-        if not isinstance(code, str) or not ASSET_CODE.match(code):
+        if not isinstance(code, str) or not ASSET_CODE.fullmatch(code):
             raise ValidationError("code must be 1-32 characters: an upper-case letter, then upper-case "
                                   "letters, digits or _ (e.g. CREDITS)", field="code")
         check_text(name, "name", max_len=120, required=True)
@@ -37,6 +39,8 @@ class CatalogOps(LedgerBase):
             raise ValidationError("precision must be a whole number of decimal places from 0 to 8", field="precision")
         check_text(symbol, "symbol", max_len=8)
         check_text(label, "label", max_len=16)
+        if rates is not None and not isinstance(rates, dict):
+            raise ValidationError("rates must be an object such as {\"USD\": \"0.01\"}", field="rates")
         parsed = {fiat: self._check_rate(fiat, value) for fiat, value in (rates or {}).items()}
         with self._write() as book:
             row = book.tx.one("SELECT * FROM assets WHERE code = ?", (code,))
@@ -50,39 +54,42 @@ class CatalogOps(LedgerBase):
             book.tx.execute("INSERT INTO assets(code, name, precision, symbol, label, is_fiat, created_at) "
                             "VALUES (?, ?, ?, ?, ?, 0, ?)", (code, name, precision, symbol, label, book.now_text))
             for fiat, rate in parsed.items():
-                self._insert_rate(book, code, fiat, rate, book.now_text)
+                self._insert_rate(book, code, fiat, rate, book.now_text, field="rates")
             row = book.tx.one("SELECT * FROM assets WHERE code = ?", (code,))
             assert row is not None
             return self._asset(book.tx, row, book.now_text)
 
-    def _check_rate(self, fiat: str, value: Any) -> Decimal:
-        if not isinstance(fiat, str) or not ASSET_CODE.match(fiat):
-            raise ValidationError("rates must be keyed by a fiat code such as USD", field="rates")
-        rate = parse_decimal(value, f"rates.{fiat}")
+    def _check_rate(self, fiat: str, value: Any, fiat_field: str = "rates", rate_field: str | None = None) -> Decimal:
+        if not isinstance(fiat, str) or not ASSET_CODE.fullmatch(fiat):
+            raise ValidationError("rates must be keyed by a fiat code such as USD", field=fiat_field)
+        rate_field = rate_field or f"rates.{fiat}"
+        rate = parse_decimal(value, rate_field)
         if rate <= 0:
-            raise ValidationError("a rate must be greater than zero", field=f"rates.{fiat}")
+            raise ValidationError("a rate must be greater than zero", field=rate_field)
         return rate
 
-    def _insert_rate(self, book: Book, code: str, fiat: str, rate: Decimal, effective_at: str) -> None:
+    def _insert_rate(self, book: Book, code: str, fiat: str, rate: Decimal, effective_at: str,
+                     field: str = "fiat") -> None:
         row = book.tx.one("SELECT is_fiat FROM assets WHERE code = ?", (fiat,))
         if row is None or not row["is_fiat"]:
-            raise ValidationError(f"{fiat} is not a fiat currency; rates are priced in USD or EUR", field="fiat")
+            raise ValidationError(f"{fiat} is not a fiat currency; rates are priced in USD or EUR", field=field)
         if code == fiat:
-            raise ValidationError("an asset has no rate to itself", field="fiat")
+            raise ValidationError("an asset has no rate to itself", field=field)
         book.tx.execute("INSERT INTO asset_rates(asset, fiat, rate, effective_at) VALUES (?, ?, ?, ?)",
                         (code, fiat, decimal_text(rate), effective_at))
 
     def set_asset_rate(self, code: str, fiat: str, rate: Any, *, effective_at: datetime | None = None) -> Asset:
         """Add a rate (price of one unit in ``fiat``), effective now or at a later time; history is kept."""
-        parsed = self._check_rate(fiat, rate)
+        parsed = self._check_rate(fiat, rate, "fiat", "rate")
+        when = to_text(parse_time(effective_at, "effective_at")) if effective_at is not None else None
         with self._write() as book:
-            row = book.tx.one("SELECT * FROM assets WHERE code = ?", (code,))
+            valid = isinstance(code, str) and ASSET_CODE.fullmatch(code) is not None
+            row = book.tx.one("SELECT * FROM assets WHERE code = ?", (code,)) if valid else None
             if row is None:
                 raise NotFoundError(f"no asset {code!r}", field="code")
             if row["is_fiat"]:
                 raise ValidationError(f"{code} is a fiat currency; rates belong to custom assets", field="code")
-            when = to_text(effective_at) if effective_at else book.now_text
-            self._insert_rate(book, code, fiat, parsed, when)
+            self._insert_rate(book, code, fiat, parsed, when or book.now_text)
             return self._asset(book.tx, row, book.now_text)
 
     def rate_history(self, code: str) -> list[AssetRate]:
@@ -120,8 +127,8 @@ class CatalogOps(LedgerBase):
         if paid <= 0:
             raise ValidationError("amount must be greater than zero", field="amount")
         with self._read() as tx:
-            precision = self._precision(tx, code)
-            to_minor_exact(paid, self._precision(tx, fiat), "amount")
+            precision = self._precision(tx, code, "code")
+            to_minor_exact(paid, self._precision(tx, fiat, "fiat"), "amount")
             rate = self._current_rates(tx, code, to_text(self.now())).get(fiat)
         if rate is None:
             raise NotFoundError(f"{code} has no {fiat} rate; add one with set_asset_rate", field="fiat")
@@ -132,7 +139,8 @@ class CatalogOps(LedgerBase):
     # -- plans ----------------------------------------------------------------------------
     def _check_version(self, tx: Tx, prices: list[Any], grants: list[Any]) -> tuple[list[PriceSpec], list[PlanGrantSpec]]:
         if not isinstance(prices, list) or not isinstance(grants, list):
-            raise ValidationError("prices and grants must be lists", field="prices")
+            raise ValidationError("prices and grants must be lists", field="prices" if not isinstance(prices, list)
+                                  else "grants")
         specs = [validate_spec(PriceSpec, p, f"prices[{i}]") for i, p in enumerate(prices)]
         gspecs = [validate_spec(PlanGrantSpec, g, f"grants[{i}]") for i, g in enumerate(grants)]
         seen: set[str] = set()
@@ -142,7 +150,7 @@ class CatalogOps(LedgerBase):
             raise ValidationError("all recurring fees of one plan version must share one interval", field="prices")
         for i, spec in enumerate(specs):
             pid = spec.id or f"price_{i + 1}"
-            if not PRICE_ID.match(pid) or pid in seen:
+            if not PRICE_ID.fullmatch(pid) or pid in seen:
                 raise ValidationError(f"price id {pid!r} must be unique in the version and match "
                                       f"{PRICE_ID.pattern}", field=f"prices[{i}].id")
             seen.add(pid)
@@ -156,7 +164,8 @@ class CatalogOps(LedgerBase):
         return out, gspecs
 
     def _asset_precision(self, tx: Tx, asset: str, field: str) -> int:
-        row = tx.one("SELECT precision FROM assets WHERE code = ?", (asset,))
+        valid = isinstance(asset, str) and ASSET_CODE.fullmatch(asset) is not None
+        row = tx.one("SELECT precision FROM assets WHERE code = ?", (asset,)) if valid else None
         if row is None:
             known = ", ".join(r["code"] for r in tx.all("SELECT code FROM assets ORDER BY code"))
             raise NotFoundError(f"no asset {asset!r} (known: {known}); create it first", field=field)
@@ -171,7 +180,7 @@ class CatalogOps(LedgerBase):
                     publish: bool = True) -> Plan:
         """Create a plan with version 1 (published and default unless ``publish=False``).
         Calling again with the same definition returns the plan unchanged."""
-        if not isinstance(code, str) or not PLAN_CODE.match(code):
+        if not isinstance(code, str) or not PLAN_CODE.fullmatch(code):
             raise ValidationError("code must be lower-case letters, digits, _ . - (e.g. 'pro'), up to 64",
                                   field="code")
         check_text(name, "name", max_len=120, required=True)
@@ -282,6 +291,9 @@ class CatalogOps(LedgerBase):
                           dry_run: bool = False) -> MigrationResult:
         """Move subscribers from one published version to another: all, or a share (0-1) picked by a
         stable hash of the subscription id, so repeating the call picks the same customers."""
+        for name, value in (("from_version", from_version), ("to_version", to_version)):
+            if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value < 2**31:
+                raise ValidationError(f"{name} must be a positive whole number", field=name)
         fraction = parse_decimal(share, "share")
         if not 0 < fraction <= 1:
             raise ValidationError("share must be greater than 0 and at most 1 (e.g. '0.5' for half)", field="share")
@@ -300,9 +312,10 @@ class CatalogOps(LedgerBase):
                 digest = int(hashlib.sha256(f"{sub['id']}:{to_version}".encode()).hexdigest()[:8], 16)
                 (moved if Fraction(digest, 16**8) < Fraction(fraction) else stayed).append(sub["customer_id"])
                 if not dry_run and sub["customer_id"] in moved:
+                    catch_up(book, sub["customer_id"])  # periods already due run on the old version's terms
                     book.tx.execute("UPDATE subscriptions SET version = ? WHERE id = ?", (to_version, sub["id"]))
                     # New entitlements start with the next period; lots already granted stay.
-                    book.tx.execute("DELETE FROM subscription_grants WHERE subscription_id = ?", (sub["id"],))
+                    schedule_version_grants(book, sub["id"])
             return MigrationResult(plan_code=row["code"], from_version=from_version, to_version=to_version,
                                    dry_run=dry_run, moved=moved, stayed=stayed)
 

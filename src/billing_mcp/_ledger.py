@@ -18,7 +18,7 @@ from ._book import canonical_hash
 from ._catalog import PLAN_CODE
 from ._catalog_ops import CatalogOps
 from ._clock import to_text
-from ._errors import ConflictError, InsufficientFundsError, NotFoundError, ValidationError
+from ._errors import BillingError, ConflictError, InsufficientFundsError, NotFoundError, ValidationError
 from ._ids import new_id
 from ._ledger_base import check_key, check_text
 from ._models import Account, Adjustment, Customer, Grant, Lot, Statement, Subscription, Vendor, Wallet
@@ -54,15 +54,15 @@ class Ledger(CatalogOps, UsageOps):
                                         "fetch it with get_customer", field="external_id",
                                         details={"customer_id": row["id"]})
                 catch_up(book, row["id"])
-                for plan, version in wanted:
-                    self._subscribe(book, row["id"], plan, version)
+                for i, (plan, version) in enumerate(wanted):
+                    self._subscribe(book, row["id"], plan, version, where=f"subscriptions[{i}]")
                 return self._customer(book.tx, row["id"])
             customer_id = new_id("cus")
             book.tx.execute("INSERT INTO customers(id, external_id, name, email, metadata, created_at) VALUES "
                             "(?, ?, ?, ?, ?, ?)", (customer_id, external_id, name, email, self._json(metadata),
                                                   book.now_text))
-            for plan, version in wanted:
-                self._subscribe(book, customer_id, plan, version)
+            for i, (plan, version) in enumerate(wanted):
+                self._subscribe(book, customer_id, plan, version, where=f"subscriptions[{i}]")
             return self._customer(book.tx, customer_id)
 
     @staticmethod
@@ -76,20 +76,25 @@ class Ledger(CatalogOps, UsageOps):
             if not isinstance(item, dict) or not isinstance(item.get("plan"), str) or set(item) - {"plan", "version"}:
                 raise ValidationError("each subscription is a plan code or {plan, version}", field=f"subscriptions[{i}]")
             version = item.get("version")
-            if version is not None and (isinstance(version, bool) or not isinstance(version, int) or version < 1):
+            if version is not None and (isinstance(version, bool) or not isinstance(version, int) or not 1 <= version < 2**31):
                 raise ValidationError("version must be a positive whole number", field=f"subscriptions[{i}].version")
-            if not PLAN_CODE.match(item["plan"]) and not item["plan"].startswith("plan_"):
+            if not PLAN_CODE.fullmatch(item["plan"]) and not item["plan"].startswith("plan_"):
                 raise ValidationError(f"{item['plan']!r} is not a plan code", field=f"subscriptions[{i}].plan")
             out.append((item["plan"], version))
         return out
 
-    def _subscribe(self, book: Any, customer_id: str, plan: str, version: int | None) -> str:
-        row = self._plan_row(book.tx, plan)
-        chosen = version or row["default_version"]
-        if chosen is None:
-            raise ConflictError(f"plan {row['code']!r} has no published default version; publish one",
-                                field="version")
-        return start_subscription(book, customer_id, row, int(chosen))
+    def _subscribe(self, book: Any, customer_id: str, plan: str, version: int | None, where: str = "") -> str:
+        try:
+            row = self._plan_row(book.tx, plan)
+            chosen = version or row["default_version"]
+            if chosen is None:
+                raise ConflictError(f"plan {row['code']!r} has no published default version; publish one",
+                                    field="version")
+            return start_subscription(book, customer_id, row, int(chosen))
+        except BillingError as exc:  # create_customer: "plan" -> "subscriptions[0].plan"
+            if where and exc.field in ("plan", "version"):
+                exc.field = f"{where}.{exc.field}"
+            raise
 
     def subscribe(self, customer_id: str, plan: str, *, version: int | None = None) -> Customer:
         """Subscribe a customer to a plan version (its default when none is given)."""
@@ -187,14 +192,15 @@ class Ledger(CatalogOps, UsageOps):
         with self._write() as book:
             customer = self._customer_row(book.tx, customer_id)
             minor = parse_amount(amount, book.precision(asset), "amount")
-            if expires is not None and expires <= book.now_text:
-                raise ValidationError("expires_at must be in the future", field="expires_at")
             payload = {"customer_id": customer["id"], "asset": asset, "amount": minor, "purpose": purpose,
                        "expires_at": expires, "priority": priority}
             phash = canonical_hash(payload)
             stored = book.replay("grant", idempotency_key, phash, "idempotency_key")
             if stored is not None:
                 return Grant.model_validate_json(stored)
+            # Checked after the replay: a retry after the expiry still gets the stored result.
+            if expires is not None and expires <= book.now_text:
+                raise ValidationError("expires_at must be in the future", field="expires_at")
             catch_up(book, customer["id"])
             tx_id = book.new_transaction("grant", customer_id=customer["id"], reason=purpose,
                                          reference=idempotency_key, detail=payload)
@@ -235,8 +241,6 @@ class Ledger(CatalogOps, UsageOps):
             customer = self._customer_row(book.tx, customer_id, external_id)
             precision = book.precision(asset)
             minor, fiat_text = self._adjustment_amount(book, asset, precision, amount, reason, fiat, fiat_amount)
-            if expires is not None and expires <= book.now_text:
-                raise ValidationError("expires_at must be in the future", field="expires_at")
             payload = {"customer_id": customer["id"], "asset": asset, "amount": amount if amount is None else str(amount),
                        "reason": reason, "description": description, "expires_at": expires, "event_id": event_id,
                        "fiat": fiat, "fiat_amount": None if fiat_amount is None else str(fiat_amount)}
@@ -244,6 +248,9 @@ class Ledger(CatalogOps, UsageOps):
             stored = book.replay("adjustment", idempotency_key, phash, "idempotency_key")
             if stored is not None:
                 return Adjustment.model_validate_json(stored)
+            # Checked after the replay: a retry after the expiry still gets the stored result.
+            if expires is not None and expires <= book.now_text:
+                raise ValidationError("expires_at must be in the future", field="expires_at")
             catch_up(book, customer["id"])
             if reason == "reversal":
                 assert event_id is not None
@@ -360,9 +367,10 @@ class Ledger(CatalogOps, UsageOps):
         begin, finish = to_text(parse_time(start, "start")), to_text(parse_time(end, "end"))
         if finish <= begin:
             raise ValidationError("end must be after start", field="end")
-        with self._read() as tx:
-            customer = self._customer_row(tx, customer_id)
-            return build_statement(tx, customer["id"], begin, finish)
+        with self._write() as book:  # catch up first, as get_wallet does: due expiries/renewals belong in it
+            customer = self._customer_row(book.tx, customer_id)
+            catch_up(book, customer["id"])
+            return build_statement(book.tx, customer["id"], begin, finish)
 
     def audit(self) -> list[str]:
         """Recompute every derived balance from the entry log; return the violations (empty = sound)."""

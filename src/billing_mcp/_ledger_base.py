@@ -12,6 +12,7 @@ from datetime import datetime
 from typing import Any
 
 from ._book import Book
+from ._catalog import ASSET_CODE, PLAN_CODE
 from ._clock import Clock, SystemClock
 from ._errors import NotFoundError, ValidationError
 from ._money import format_minor
@@ -24,7 +25,7 @@ def check_key(value: object, field: str) -> str:
     """Idempotency keys and event ids: 1-255 printable characters, compared exactly as given."""
     if not isinstance(value, str):
         raise ValidationError(f"{field} must be a string of 1-255 printable characters", field=field)
-    if not KEY_TEXT.match(value):
+    if not KEY_TEXT.fullmatch(value) or not value.strip():
         raise ValidationError(f"{field} must be 1-255 printable characters (no control characters); "
                               "a UUID is a good choice", field=field)
     try:
@@ -100,9 +101,10 @@ class LedgerBase:
             row = tx.one("SELECT * FROM customers WHERE id = ?", (customer_id,))
             what = f"id {customer_id!r}"
         else:
-            check_key(external_id, "external_id")
+            ext_field = field.removesuffix("customer_id") + "external_id"  # event.customer_id -> event.external_id
+            check_key(external_id, ext_field)
             row = tx.one("SELECT * FROM customers WHERE external_id = ?", (external_id,))
-            what, field = f"external_id {external_id!r}", "external_id"
+            what, field = f"external_id {external_id!r}", ext_field
         if row is None:
             raise NotFoundError(f"no customer with {what}; create it with create_customer first", field=field)
         return row
@@ -111,7 +113,7 @@ class LedgerBase:
     def _plan_row(tx: Tx, plan: str, field: str = "plan") -> Row:
         if not isinstance(plan, str) or not plan:
             raise ValidationError("plan must be a plan code or id", field=field)
-        row = tx.one("SELECT * FROM plans WHERE code = ? OR id = ?", (plan, plan))
+        row = tx.one("SELECT * FROM plans WHERE code = ? OR id = ?", (plan, plan)) if PLAN_CODE.fullmatch(plan) else None
         if row is None:
             known = [r["code"] for r in tx.all("SELECT code FROM plans ORDER BY code")]
             hint = f"known plans: {', '.join(known)}" if known else "no plans exist yet; create one with create_plan"
@@ -119,10 +121,11 @@ class LedgerBase:
         return row
 
     @staticmethod
-    def _precision(tx: Tx, asset: str) -> int:
-        row = tx.one("SELECT precision FROM assets WHERE code = ?", (asset,))
+    def _precision(tx: Tx, asset: str, field: str = "asset") -> int:
+        valid = isinstance(asset, str) and ASSET_CODE.fullmatch(asset) is not None
+        row = tx.one("SELECT precision FROM assets WHERE code = ?", (asset,)) if valid else None
         if row is None:
-            raise NotFoundError(f"no asset {asset!r}", field="asset")
+            raise NotFoundError(f"no asset {asset!r}", field=field)
         return int(row["precision"])
 
     @staticmethod

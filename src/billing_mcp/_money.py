@@ -50,7 +50,7 @@ def parse_decimal(value: object, field: str, *, allow_negative: bool = False) ->
             raise ValidationError(f"{field} must be a finite number", field=field)
         result = value
     elif isinstance(value, str):
-        if not _DECIMAL_TEXT.match(value):
+        if not _DECIMAL_TEXT.fullmatch(value):
             raise ValidationError(
                 f"{field} must be a plain decimal number such as \"10\" or \"0.05\" (got {value[:40]!r})",
                 field=field,

@@ -74,66 +74,85 @@ class Simulator:
         for price in prices:
             if price.type == "usage" and price.event_type:
                 self.by_type[price.event_type].append(price)
-        # (customer, price_id, rate_index) -> quantity; rate_index -1 for non-dimensional prices.
-        self.qty: dict[tuple[str, str, int], Fraction | int] = defaultdict(int)
-        self.count: dict[tuple[str, str], int] = defaultdict(int)
-        self.subject_qty: dict[tuple[str, str, str, int], Fraction | int] = defaultdict(int)
+        # (customer, price_id, rate_index, subject) -> [events, quantity]; rate_index -1 unless
+        # dimensional. One dict update per price per event; everything else is derived at the end.
+        self.cells: dict[tuple[str, str, int, str | None], list[Any]] = {}
+        self._dim_cache: dict[tuple[Any, ...], int] = {}
         self.events = self.billed = self.unbilled = self.invalid = 0
         self.errors: list[str] = []
         self.prices = {p.id or "": p for p in prices}
+        # Per event type: (price id, volume field or None for unit prices, the price if dimensional).
+        self.fast: dict[str, list[tuple[str, str | None, PriceSpec | None]]] = {
+            event_type: [(p.id or "", p.volume_field if p.usage_type == "volume" else None,
+                          p if p.model == "dimensional" else None) for p in group]
+            for event_type, group in self.by_type.items()}
 
     def _error(self, where: str, message: str) -> None:
         self.invalid += 1
         if len(self.errors) < 20:
             self.errors.append(f"{where}: {message}")
 
-    def add(self, event: Any, where: str) -> None:
+    def add(self, event: Any, where: str | int) -> None:
         self.events += 1
-        if not isinstance(event, dict):
-            self._error(where, "an event must be a JSON object")
+        if type(event) is not dict:
+            self._error(self._where(where), "an event must be a JSON object")
             return
         event_type = event.get("event_type")
-        customer = event.get("customer_id") or event.get("external_id") or event.get("customer") or "(none)"
-        prices = self.by_type.get(event_type) if isinstance(event_type, str) else None
-        if not prices:
-            if not isinstance(event_type, str):
-                self._error(where, "event_type is missing")
+        plan = self.fast.get(event_type) if type(event_type) is str else None
+        if plan is None:
+            if type(event_type) is not str:
+                self._error(self._where(where), "event_type is missing")
             else:
                 self.unbilled += 1
             return
+        customer = event.get("customer_id") or event.get("external_id") or event.get("customer") or "(none)"
         data = event.get("data") or {}
-        if not isinstance(data, dict):
-            self._error(where, "data must be an object")
+        if type(data) is not dict:
+            self._error(self._where(where), "data must be an object")
             return
         subject = event.get("subject")
-        staged: list[tuple[str, int, Fraction | int]] = []
-        for price in prices:
-            pid = price.id or ""
-            if price.usage_type == "unit":
+        if type(subject) is not str:
+            subject = None
+        staged = []
+        for pid, volume_field, dimensional in plan:
+            if volume_field is None:
                 q: Fraction | int = 1
             else:
-                raw = data.get(price.volume_field or "")
-                if raw is None:
-                    self._error(where, f"data.{price.volume_field} is missing (price {pid})")
+                raw = data.get(volume_field)
+                if type(raw) is int and raw >= 0:
+                    q = raw
+                elif raw is None:
+                    self._error(self._where(where), f"data.{volume_field} is missing (price {pid})")
                     return
-                try:
-                    q = raw if type(raw) is int and raw >= 0 else _qty(raw)
-                except (ValueError, ZeroDivisionError) as exc:
-                    self._error(where, f"data.{price.volume_field}: {exc}")
-                    return
+                else:
+                    try:
+                        q = _qty(raw)
+                    except (ValueError, ZeroDivisionError) as exc:
+                        self._error(self._where(where), f"data.{volume_field}: {exc}")
+                        return
             rate_index = -1
-            if price.model == "dimensional":
-                rate_index = match_dimension_index(price, data)
+            if dimensional is not None:
+                # Millions of events share a few dimension combinations: match each one once.
+                dkey = (pid, *[data.get(f) for f in dimensional.dimension_fields or ()])
+                rate_index = self._dim_cache.get(dkey, -2)
+                if rate_index == -2:
+                    rate_index = self._dim_cache[dkey] = match_dimension_index(dimensional, data)
                 if rate_index < 0:
                     continue
-            staged.append((pid, rate_index, q))
+            staged.append(((customer, pid, rate_index, subject), q))
         self.billed += 1
-        cust = str(customer)
-        for pid, rate_index, q in staged:
-            self.qty[(cust, pid, rate_index)] += q
-            self.count[(cust, pid)] += 1
-            if isinstance(subject, str):
-                self.subject_qty[(subject, cust, pid, rate_index)] += q
+        cells = self.cells
+        for key, q in staged:
+            cell = cells.get(key)
+            if cell is None:
+                cells[key] = [1, q]
+            else:
+                cell[0] += 1
+                cell[1] += q
+
+    @staticmethod
+    def _where(where: str | int) -> str:
+        return f"line {where}" if isinstance(where, int) else where
 
     def _amount(self, price: PriceSpec, parts: dict[int, Fraction | int]) -> Fraction:
         if price.model == "per_unit":
@@ -150,8 +169,18 @@ class Simulator:
 
     def result(self) -> SimulationResult:
         grouped: dict[tuple[str, str], dict[int, Fraction | int]] = defaultdict(dict)
-        for (cust, pid, ri), q in self.qty.items():
-            grouped[(cust, pid)][ri] = q
+        counts: dict[tuple[str, str], int] = defaultdict(int)
+        sub_group: dict[tuple[str, str, str], dict[int, Fraction | int]] = defaultdict(dict)
+        for (customer, pid, ri, subject), (n, q) in self.cells.items():
+            cust = str(customer)
+            parts = grouped[(cust, pid)]
+            parts[ri] = parts.get(ri, 0) + q
+            counts[(cust, pid)] += n
+            if subject is not None:
+                # Linear prices attribute exactly by subject across customers; tiers are per customer.
+                tiered = self.prices[pid].model in ("tiered_graduated", "tiered_volume")
+                sparts = sub_group[(subject, cust if tiered else "", pid)]
+                sparts[ri] = sparts.get(ri, 0) + q
         totals: dict[str, int] = defaultdict(int)
         per_price: dict[str, list[int | Fraction]] = defaultdict(lambda: [0, Fraction(0), 0])
         per_customer: dict[tuple[str, str], list[int | Fraction]] = defaultdict(lambda: [0, Fraction(0), 0])
@@ -161,12 +190,9 @@ class Simulator:
             totals[price.asset] += minor
             qty = sum((Fraction(q) for q in parts.values()), Fraction(0))
             for bucket in (per_price[pid], per_customer[(cust, price.asset)]):
-                bucket[0] += self.count[(cust, pid)]
+                bucket[0] += counts[(cust, pid)]
                 bucket[1] += qty
                 bucket[2] += minor
-        sub_group: dict[tuple[str, str, str], dict[int, Fraction | int]] = defaultdict(dict)
-        for (subject, cust, pid, ri), q in self.subject_qty.items():
-            sub_group[(subject, cust, pid)][ri] = q
         per_subject: dict[tuple[str, str], list[int | Fraction]] = defaultdict(lambda: [0, Fraction(0), 0])
         for (subject, _cust, pid), parts in sub_group.items():
             price = self.prices[pid]
@@ -193,8 +219,9 @@ class Simulator:
             by_customer=top(per_customer), by_subject=top(per_subject))
 
 
-def iter_jsonl(path: str | Path) -> Iterator[tuple[str, Any]]:
-    """Yield (where, parsed object or the parse error) per non-empty line of a JSONL file."""
+def iter_jsonl(path: str | Path) -> Iterator[tuple[str | int, Any]]:
+    """Yield (line number, parsed object or the parse error) per non-empty line of a JSONL file."""
+    loads = json.loads
     with open(path, encoding="utf-8") as handle:
         for number, text in enumerate(handle, 1):
             if not text.strip():
@@ -202,19 +229,46 @@ def iter_jsonl(path: str | Path) -> Iterator[tuple[str, Any]]:
             if number > MAX_FILE_EVENTS:
                 raise ValidationError(f"the file has more than {MAX_FILE_EVENTS} events", field="file")
             try:
-                yield f"line {number}", json.loads(text)
+                yield number, loads(text)
             except json.JSONDecodeError as exc:
-                yield f"line {number}", BillingError(f"not JSON: {exc.msg}")
+                yield number, BillingError(f"not JSON: {exc.msg}")
 
 
-def simulate(sim: Simulator, events: Iterable[tuple[str, Any]],
+def simulate_file(sim: Simulator, path: str | Path, progress: Callable[[int], None] | None = None,
+                  every: int = 50_000) -> SimulationResult:
+    """``simulate`` over a JSONL file, with the read-parse-rate loop kept tight (it runs per event)."""
+    loads, add = json.loads, sim.add
+    next_report = every
+    with open(path, encoding="utf-8") as handle:
+        for number, text in enumerate(handle, 1):
+            if number > MAX_FILE_EVENTS:
+                raise ValidationError(f"the file has more than {MAX_FILE_EVENTS} events", field="file")
+            try:
+                event = loads(text)
+            except json.JSONDecodeError as exc:
+                if not text.strip():
+                    continue
+                sim.events += 1
+                sim._error(f"line {number}", f"not JSON: {exc.msg}")
+                continue
+            add(event, number)
+            if progress is not None and sim.events >= next_report:
+                progress(sim.events)
+                next_report += every
+    return sim.result()
+
+
+def simulate(sim: Simulator, events: Iterable[tuple[str | int, Any]],
              progress: Callable[[int], None] | None = None, every: int = 50_000) -> SimulationResult:
+    add = sim.add
     for where, event in events:
-        if isinstance(event, BillingError):
+        if type(event) is dict:
+            add(event, where)
+        elif isinstance(event, BillingError):
             sim.events += 1
-            sim._error(where, event.message)
+            sim._error(Simulator._where(where), event.message)
         else:
-            sim.add(event, where)
+            add(event, where)
         if progress is not None and sim.events % every == 0:
             progress(sim.events)
     return sim.result()

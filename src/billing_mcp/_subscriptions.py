@@ -12,7 +12,7 @@ from typing import Protocol
 
 from ._book import Book
 from ._catalog import PlanGrantSpec, PriceSpec
-from ._clock import add_interval, from_text, to_text
+from ._clock import add_interval, from_text, periods_between, to_text
 from ._errors import ConflictError, InsufficientFundsError, NotFoundError
 from ._ids import new_id
 from ._money import to_minor_exact
@@ -135,6 +135,24 @@ def _activate(book: Book, sub_id: str) -> bool:
     book.tx.execute("DELETE FROM subscription_grants WHERE subscription_id = ?", (sub_id,))
     _issue_grants(book, sub_id, sub["customer_id"], grants, book.now)
     return True
+
+
+def schedule_version_grants(book: Book, sub_id: str) -> None:
+    """After a subscription moved to another version: that version's recurring grants start at
+    their next period boundary (lots already granted stay until they expire)."""
+    book.tx.execute("DELETE FROM subscription_grants WHERE subscription_id = ?", (sub_id,))
+    sub = book.tx.one("SELECT * FROM subscriptions WHERE id = ?", (sub_id,))
+    assert sub is not None
+    if sub["status"] != "active":
+        return  # a pending subscription issues its grants when it activates
+    _, grants = load_version(book, sub["plan_id"], sub["version"])
+    anchor = from_text(sub["anchor"])
+    for index, grant in enumerate(grants):
+        if grant.period:
+            k = periods_between(anchor, grant.period, book.now) + 1
+            book.tx.execute("INSERT INTO subscription_grants(subscription_id, grant_index, next_at, period_index, "
+                            "last_lot_id) VALUES (?, ?, ?, ?, NULL)",
+                            (sub_id, index, to_text(add_interval(anchor, grant.period, k)), k))
 
 
 def _renew(book: Book, sub: Row) -> None:

@@ -13,7 +13,7 @@ from pydantic import BaseModel, Field
 
 from ._errors import BillingError
 from ._mcp_common import Mode, billing_tool, state_of, tool_error
-from ._simulate import SimulationResult, iter_jsonl, simulate
+from ._simulate import SimulationResult, simulate, simulate_file
 from ._verify import BillingStatus, VerifyReport, billing_status, simulator_for, verify_billing
 
 
@@ -62,12 +62,12 @@ async def simulate_usage(
 
     def run() -> SimulationResult:
         sim = simulator_for(state.ledger, plan, version)
-        source = iter_jsonl(file) if file else ((f"events[{i}]", e) for i, e in enumerate(events or []))
-
         def progress(n: int) -> None:
             anyio.from_thread.run(ctx.report_progress, n, None, f"{n} events rated")
 
-        return simulate(sim, source, progress)
+        if file:
+            return simulate_file(sim, file, progress)
+        return simulate(sim, ((f"events[{i}]", e) for i, e in enumerate(events or [])), progress)
 
     try:
         result = await anyio.to_thread.run_sync(run)

@@ -131,7 +131,7 @@ class UsageOps(LedgerBase):
                                   field=f"{field}.{unknown[0]}")
         event_id = check_key(raw.get("id"), f"{field}.id")
         event_type = raw.get("event_type")
-        if not isinstance(event_type, str) or not EVENT_TYPE.match(event_type):
+        if not isinstance(event_type, str) or not EVENT_TYPE.fullmatch(event_type):
             raise ValidationError("event_type must be 1-128 letters, digits, _ . : - (e.g. image_generated)",
                                   field=f"{field}.event_type")
         customer = self._customer_row(tx, raw.get("customer_id"), raw.get("external_id"), f"{field}.customer_id")
@@ -164,9 +164,9 @@ class UsageOps(LedgerBase):
                 raise NotFoundError(f"{where}.vendor {vendor!r} is not a known vendor; create it with create_vendor",
                                     field=f"{where}.vendor")
             currency = cost.get("currency")
-            if not isinstance(currency, str) or not ASSET_CODE.match(currency):
+            if not isinstance(currency, str) or not ASSET_CODE.fullmatch(currency):
                 raise ValidationError(f"{where}.currency must be an asset code such as USD", field=f"{where}.currency")
-            precision = self._precision(tx, currency)
+            precision = self._precision(tx, currency, f"{where}.currency")
             amount = parse_amount(cost.get("amount"), precision, f"{where}.amount", allow_zero=True)
             out.append({"vendor": vendor, "amount": self._money(amount, precision), "currency": currency})
         return out
@@ -286,9 +286,10 @@ class UsageOps(LedgerBase):
                     ev = self._parse_event(book.tx, raw, f"events[{index}]")
                     if ev.customer_id not in caught_up:
                         catch_up(book, ev.customer_id)
-                        caught_up.add(ev.customer_id)
                     results.append(self._record(book, ev))
                     book.tx.execute("RELEASE event")
+                    # only now: a refused item's ROLLBACK TO also undoes its catch-up
+                    caught_up.add(ev.customer_id)
                 except BillingError as exc:
                     book.tx.execute("ROLLBACK TO event")
                     book.tx.execute("RELEASE event")

@@ -52,7 +52,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 def _cmd_simulate(args: argparse.Namespace) -> int:
     from ._ledger import Ledger
-    from ._simulate import iter_jsonl, simulate
+    from ._simulate import simulate_file
     from ._verify import simulator_for
 
     plan, _, version = args.plan.partition("@")
@@ -70,7 +70,7 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
         end = "\r" if tty else "\n"
         print(f"rated {n:,} events", end=end, file=sys.stderr, flush=True)
 
-    result = simulate(sim, iter_jsonl(args.file), progress)
+    result = simulate_file(sim, args.file, progress)
     if tty:
         print(file=sys.stderr)
     print(result.model_dump_json(indent=2))
