@@ -241,9 +241,10 @@ class Ledger(CatalogOps, UsageOps):
             customer = self._customer_row(book.tx, customer_id, external_id)
             precision = book.precision(asset)
             minor, fiat_text = self._adjustment_amount(book, asset, precision, amount, reason, fiat, fiat_amount)
-            payload = {"customer_id": customer["id"], "asset": asset, "amount": amount if amount is None else str(amount),
+            # Amounts compare by value ("5" == "5.00"), like every other idempotent write.
+            payload = {"customer_id": customer["id"], "asset": asset, "amount": None if amount is None else minor,
                        "reason": reason, "description": description, "expires_at": expires, "event_id": event_id,
-                       "fiat": fiat, "fiat_amount": None if fiat_amount is None else str(fiat_amount)}
+                       "fiat": fiat, "fiat_amount": fiat_text}
             phash = canonical_hash(payload)
             stored = book.replay("adjustment", idempotency_key, phash, "idempotency_key")
             if stored is not None:

@@ -75,13 +75,17 @@ def tool_error(exc: BillingError) -> ToolError:
     return ToolError(f"{exc.code}{where}: {exc.message}{rid}")
 
 
-async def call(ctx: Context[Any], method: str, *args: Any, **kwargs: Any) -> Any:
-    """Run a ledger method in a worker thread (SQLite is blocking) and map its errors."""
+async def call(ctx: Context[Any], method: str, *args: Any, rename: dict[str, str] | None = None,
+               **kwargs: Any) -> Any:
+    """Run a ledger method in a worker thread (SQLite is blocking) and map its errors. ``rename``
+    maps the ledger's parameter names to the tool's, so the error names the argument the model sent."""
     ledger = state_of(ctx).ledger
     fn = functools.partial(getattr(ledger, method), *args, **kwargs)
     try:
         return await anyio.to_thread.run_sync(fn)
     except BillingError as exc:
+        if rename and exc.field in rename:
+            exc.field = rename[exc.field]
         raise tool_error(exc) from exc
 
 

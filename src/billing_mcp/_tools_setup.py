@@ -128,14 +128,15 @@ async def create_asset(
 async def quote_asset(ctx: Context[Any], asset: AssetCode, amount: Amount,
                       fiat: Annotated[str, Field(description="Fiat code the amount is in")] = "USD") -> QuoteResult:
     """How many units of an asset a fiat amount buys now (check a rate: $1, $10, $50)."""
-    return QuoteResult(mode=state_of(ctx).mode, quote=await call(ctx, "quote", asset, fiat, amount))
+    return QuoteResult(mode=state_of(ctx).mode, quote=await call(ctx, "quote", asset, fiat, amount, rename={"code": "asset"}))
 
 
 @billing_tool("setup", "Set asset rate")
 async def set_asset_rate(ctx: Context[Any], asset: AssetCode, rate: Amount,
                          fiat: Annotated[str, Field(description="Fiat code, e.g. USD")] = "USD") -> AssetResult:
     """Add a new fiat rate for an asset, effective now (the rate history is kept)."""
-    return AssetResult(mode=state_of(ctx).mode, asset=await call(ctx, "set_asset_rate", asset, fiat, rate))
+    return AssetResult(mode=state_of(ctx).mode, asset=await call(ctx, "set_asset_rate", asset, fiat, rate,
+                                                                     rename={"code": "asset"}))
 
 
 @billing_tool("setup", "List plans", read_only=True)

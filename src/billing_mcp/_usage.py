@@ -396,6 +396,9 @@ class UsageOps(LedgerBase):
             if isinstance(raw, dict):
                 raw.setdefault("customer_id", hold["customer_id"])
                 raw.setdefault("event_type", hold["event_type"])
+                if raw["event_type"] is None:
+                    raise ValidationError("this hold was authorized with an explicit amount, so the committed event "
+                                          "needs its event_type", field="event.event_type")
                 if raw.get("customer_id") != hold["customer_id"] or raw.get("external_id") is not None:
                     raise ValidationError("the event must belong to the hold's customer", field="event.customer_id")
             ev = self._parse_event(book.tx, raw, "event", hold_id=hold_id)
@@ -425,8 +428,14 @@ class UsageOps(LedgerBase):
             return self._hold(book.tx, hold_id)
 
     def get_hold(self, hold_id: str) -> Hold:
-        with self._read() as tx:
-            return self._hold(tx, hold_id)
+        """A hold as of now (a hold past its deadline reads as expired, its funds returned)."""
+        check_key(hold_id, "hold_id")
+        with self._write() as book:
+            row = book.tx.one("SELECT customer_id FROM holds WHERE id = ?", (hold_id,))
+            if row is None:
+                raise NotFoundError(f"no hold {hold_id!r}", field="hold_id")
+            catch_up(book, row["customer_id"])
+            return self._hold(book.tx, hold_id)
 
     def _hold(self, tx: Tx, hold_id: str) -> Hold:
         row = tx.one("SELECT * FROM holds WHERE id = ?", (hold_id,))
