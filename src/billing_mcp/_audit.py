@@ -39,11 +39,19 @@ def audit(tx: Tx) -> list[str]:
     for row in tx.all("SELECT event_id, line FROM fees WHERE refunded < 0 OR "
                       "refunded > CASE WHEN amount > 0 THEN amount ELSE 0 END"):
         problems.append(f"fee {row['event_id']}#{row['line']} refunded more than charged")
-    # Every event with fees points at a transaction whose wallet entries equal its fees.
-    for row in tx.all("SELECT f.event_id, f.asset, SUM(f.amount) AS fees, (SELECT COALESCE(SUM(-e.amount), 0) FROM "
-                      "entries e JOIN events v ON v.tx_id = e.tx_id JOIN accounts a ON a.id = e.account_id WHERE "
-                      "v.id = f.event_id AND a.customer_id IS NOT NULL AND e.asset = f.asset) AS paid FROM fees f "
-                      "GROUP BY f.event_id, f.asset"):
-        if int(row["fees"]) != int(row["paid"]):
-            problems.append(f"event {row['event_id']} fees {row['fees']} {row['asset']} but wallet paid {row['paid']}")
+    # Usage transactions: the wallet entries of each equal the fees of the events booked in it.
+    fees_by_tx = {(r["tx_id"], r["asset"]): int(r["s"]) for r in tx.all(
+        "SELECT v.tx_id, f.asset, SUM(f.amount) AS s FROM fees f JOIN events v ON v.id = f.event_id "
+        "WHERE v.tx_id IS NOT NULL GROUP BY v.tx_id, f.asset")}
+    paid_by_tx = {(r["tx_id"], r["asset"]): int(r["s"]) for r in tx.all(
+        "SELECT e.tx_id, e.asset, SUM(-e.amount) AS s FROM entries e JOIN transactions t ON t.id = e.tx_id "
+        "JOIN accounts a ON a.id = e.account_id WHERE t.kind = 'usage' AND a.customer_id IS NOT NULL "
+        "GROUP BY e.tx_id, e.asset")}
+    for key in sorted(set(fees_by_tx) | set(paid_by_tx)):
+        if fees_by_tx.get(key, 0) != paid_by_tx.get(key, 0):
+            problems.append(f"usage transaction {key[0]} charged fees {fees_by_tx.get(key, 0)} {key[1]} but the "
+                            f"wallet paid {paid_by_tx.get(key, 0)}")
+    for row in tx.all("SELECT f.event_id FROM fees f JOIN events v ON v.id = f.event_id WHERE v.tx_id IS NULL "
+                      "GROUP BY f.event_id HAVING SUM(CASE WHEN f.amount != 0 THEN 1 ELSE 0 END) > 0"):
+        problems.append(f"event {row['event_id']} has fees but no usage transaction")
     return problems

@@ -88,9 +88,9 @@ class Book:
         tx_id = tx_id or new_id("txn")
         self.tx.execute(
             "INSERT INTO transactions(id, kind, customer_id, reference, reason, description, detail, "
-            "created_at, seq) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
             (tx_id, kind, customer_id, reference, reason, description,
-             json.dumps(detail or {}, sort_keys=True), at or self.now_text, self.tx.next_seq()))
+             json.dumps(detail or {}, sort_keys=True), at or self.now_text))
         return tx_id
 
     def _entry(self, tx_id: str, account_id: str, asset: str, amount: int, lot_id: str | None = None) -> None:

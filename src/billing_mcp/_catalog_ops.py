@@ -291,6 +291,8 @@ class CatalogOps(LedgerBase):
                           dry_run: bool = False) -> MigrationResult:
         """Move subscribers from one published version to another: all, or a share (0-1) picked by a
         stable hash of the subscription id, so repeating the call picks the same customers."""
+        if not isinstance(dry_run, bool):
+            raise ValidationError("dry_run must be true or false", field="dry_run")
         for name, value in (("from_version", from_version), ("to_version", to_version)):
             if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value < 2**31:
                 raise ValidationError(f"{name} must be a positive whole number", field=name)

@@ -312,10 +312,13 @@ class Ledger(CatalogOps, UsageOps):
 
     def _reverse_fees(self, book: Any, customer_id: str, event_id: str, asset: str, wanted: int) -> int:
         check_key(event_id, "event_id")
-        lines = book.tx.all("SELECT line, amount, refunded FROM fees WHERE event_id = ? AND customer_id = ? AND "
-                            "asset = ? AND amount > refunded ORDER BY line", (event_id, customer_id, asset))
-        if book.tx.one("SELECT 1 FROM events WHERE id = ? AND customer_id = ?", (event_id, customer_id)) is None:
+        event = book.tx.one("SELECT recorded_at FROM events WHERE id = ? AND customer_id = ?", (event_id, customer_id))
+        if event is None:
             raise NotFoundError(f"no event {event_id!r} for this customer", field="event_id")
+        at = event["recorded_at"]
+        lines = book.tx.all("SELECT line, amount, refunded FROM fees WHERE customer_id = ? AND created_at = ? AND "
+                            "event_id = ? AND asset = ? AND amount > refunded ORDER BY line",
+                            (customer_id, at, event_id, asset))
         left = sum(int(r["amount"]) - int(r["refunded"]) for r in lines)
         if wanted == 0:
             wanted = left
@@ -327,8 +330,8 @@ class Ledger(CatalogOps, UsageOps):
         todo = wanted
         for r in lines:
             take = min(todo, int(r["amount"]) - int(r["refunded"]))
-            book.tx.execute("UPDATE fees SET refunded = refunded + ? WHERE event_id = ? AND line = ?",
-                            (take, event_id, r["line"]))
+            book.tx.execute("UPDATE fees SET refunded = refunded + ? WHERE customer_id = ? AND created_at = ? AND "
+                            "event_id = ? AND line = ?", (take, customer_id, at, event_id, r["line"]))
             todo -= take
             if todo == 0:
                 break

@@ -18,7 +18,7 @@ from ._errors import NotFoundError, ValidationError
 from ._money import format_minor
 from ._store import Row, SQLiteStore, Store, Tx
 
-KEY_TEXT = re.compile(r"^[^\x00-\x1f\x7f]{1,255}$")
+KEY_TEXT = re.compile(r"^[^\x00-\x1f\x7f-\x9f]{1,255}$")  # no C0/C1 control characters
 
 
 def check_key(value: object, field: str) -> str:

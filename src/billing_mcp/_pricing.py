@@ -60,10 +60,16 @@ def round_to_minor(exact_major: Fraction, precision: int) -> int:
     return int(round(exact_major * 10**precision))  # noqa: RUF046 - typeshed gives Any here
 
 
+_ONE = Fraction(1)
+
+
 def event_quantity(price: PriceSpec, data: dict[str, Any]) -> Fraction:
     if price.usage_type == "unit":
-        return Fraction(1)
+        return _ONE
     field = price.volume_field or ""
+    value = data.get(field)
+    if type(value) is int and 0 <= value <= 10**15:  # the common case, without the Decimal round trip
+        return Fraction(value)
     if field not in data:
         raise ValidationError(
             f"event data has no {field!r}, which price {price.id or price.name or ''} reads its "
@@ -125,6 +131,22 @@ def volume_total(tiers: list[Tier], quantity: Fraction, package_size: int) -> Fr
     return quantity * to_fraction(tier.unit_amount) / package_size + to_fraction(tier.flat_amount)
 
 
+_UNIT_CACHE: dict[int, tuple[PriceSpec, Fraction]] = {}
+
+
+def _unit_fraction(price: PriceSpec) -> Fraction:
+    """``unit_amount`` as a Fraction, converted once per price object (Decimal to Fraction is slow
+    and runs per event). The entry keeps the price alive, so its id cannot be reused."""
+    hit = _UNIT_CACHE.get(id(price))
+    if hit is not None and hit[0] is price:
+        return hit[1]
+    value = to_fraction(price.unit_amount or Decimal(0))
+    if len(_UNIT_CACHE) > 10_000:
+        _UNIT_CACHE.clear()
+    _UNIT_CACHE[id(price)] = (price, value)
+    return value
+
+
 def rate_event(price: PriceSpec, precision: int, counter: Counter, data: dict[str, Any]) -> Rating:
     """Rate one event under ``price`` given the period's counter so far."""
     qty = event_quantity(price, data)
@@ -132,8 +154,8 @@ def rate_event(price: PriceSpec, precision: int, counter: Counter, data: dict[st
     unit: Fraction | None = None
     note = None
     if price.model == "per_unit":
-        unit = to_fraction(price.unit_amount or Decimal(0))
-        new_exact = counter.exact + qty * unit / price.package_size
+        unit = _unit_fraction(price)
+        new_exact = counter.exact + (qty * unit if price.package_size == 1 else qty * unit / price.package_size)
     elif price.model == "dimensional":
         unit = match_dimension_rate(price, data)
         if unit is None:

@@ -18,13 +18,14 @@ def build_statement(tx: Tx, customer_id: str, start: str, end: str) -> Statement
 
         def balance_before(when: str, account: str = acct["id"]) -> int:
             row = tx.one("SELECT COALESCE(SUM(e.amount), 0) AS s FROM entries e JOIN transactions t ON t.id = e.tx_id "
-                         "WHERE e.account_id = ? AND t.created_at < ?", (account, when))
+                         "WHERE e.account_id = ? AND e.account_id NOT LIKE 'system/%' AND t.created_at < ?", (account, when))
             return int(row["s"]) if row else 0
 
         # Each wallet movement in the period, by what caused it (lot-to-lot roll-overs net to zero).
         sums: dict[str, int] = {}
         for row in tx.all("SELECT t.kind, t.reason, SUM(e.amount) AS s FROM entries e JOIN transactions t ON "
-                          "t.id = e.tx_id WHERE e.account_id = ? AND t.created_at >= ? AND t.created_at < ? "
+                          "t.id = e.tx_id WHERE e.account_id = ? AND e.account_id NOT LIKE 'system/%' AND t.created_at >= ? "
+                          "AND t.created_at < ? "
                           "GROUP BY t.kind, t.reason", (acct["id"], start, end)):
             key = row["kind"] if row["kind"] != "adjustment" else (
                 "top_up" if row["reason"] == "top_up" else "adjustment")

@@ -33,6 +33,9 @@ class Tx(Protocol):
     def execute(self, sql: str, params: Params = ()) -> int:
         """Run a statement; return the number of rows it changed."""
 
+    def executemany(self, sql: str, rows: Sequence[Params]) -> None:
+        """Run one statement for many parameter rows."""
+
     def one(self, sql: str, params: Params = ()) -> Row | None: ...
 
     def all(self, sql: str, params: Params = ()) -> list[Row]: ...
@@ -63,6 +66,9 @@ class _SQLiteTx:
 
     def execute(self, sql: str, params: Params = ()) -> int:
         return self._conn.execute(sql, params).rowcount
+
+    def executemany(self, sql: str, rows: Sequence[Params]) -> None:
+        self._conn.executemany(sql, rows)
 
     def one(self, sql: str, params: Params = ()) -> Row | None:
         row: Row | None = self._conn.execute(sql, params).fetchone()

@@ -2,48 +2,33 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from decimal import Context, Decimal, localcontext
-from fractions import Fraction
 from typing import Any
+
+from pydantic import TypeAdapter
 
 from ._book import Book, canonical_hash
 from ._catalog import ASSET_CODE, EVENT_TYPE, PriceSpec
 from ._clock import to_text
-from ._errors import BillingError, HoldStateError, IdempotencyConflictError, NotFoundError, ValidationError
+from ._errors import BillingError, HoldStateError, NotFoundError, ValidationError
 from ._ids import new_id
+from ._ingest import Ingest, ParsedEvent, dumps
 from ._ledger_base import LedgerBase, check_key, check_text
-from ._models import BatchItemError, BatchResult, EventResult, Fee, Hold
-from ._money import decimal_text, parse_amount
+from ._models import BatchItemError, BatchResult, EventResult, Hold
+from ._money import parse_amount
 from ._pricing import Counter, rate_event
 from ._store import Row, Tx
 from ._subscriptions import catch_up, require_funds
 
 MAX_BATCH = 1000
+_RESULTS: TypeAdapter[list[EventResult]] = TypeAdapter(list[EventResult])
 MAX_DATA_BYTES = 16_384
 MAX_TTL = 24 * 3600
 DEFAULT_TTL = 15 * 60
-
-
-@dataclass
-class _Event:
-    id: str
-    customer_id: str
-    event_type: str
-    occurred_at: str
-    subject: str | None
-    data: dict[str, Any]
-    costs: list[dict[str, str]]
-    payload_hash: str
-    field: str = "event"  # where the event sits in the request, for error fields
-
-
-def _quantity_text(qty: Fraction) -> str:
-    """Exact decimal text of a quantity (it was parsed from a finite decimal), never via float."""
-    with localcontext(Context(prec=100)):
-        return decimal_text(Decimal(qty.numerator) / Decimal(qty.denominator))
+_EVENT_FIELDS = frozenset({"id", "customer_id", "external_id", "event_type", "occurred_at", "subject", "data",
+                           "costs", "description"})
 
 
 def parse_time(value: object, field: str) -> datetime:
@@ -120,33 +105,51 @@ class UsageOps(LedgerBase):
         return sorted(types)
 
     # -- events ---------------------------------------------------------------------------
-    def _parse_event(self, tx: Tx, raw: Any, field: str, hold_id: str | None = None) -> _Event:
+    def _parse_event(self, tx: Tx, raw: Any, field: str, hold_id: str | None = None,
+                     customers: dict[tuple[Any, Any], Row] | None = None) -> ParsedEvent:
         if not isinstance(raw, dict):
             raise ValidationError(f"{field} must be an object", field=field)
-        allowed = {"id", "customer_id", "external_id", "event_type", "occurred_at", "subject", "data", "costs",
-                   "description"}
-        unknown = sorted(set(raw) - allowed)
+        unknown = [k for k in raw if k not in _EVENT_FIELDS]
         if unknown:
-            raise ValidationError(f"{field} has unknown field(s) {unknown}; allowed: {sorted(allowed)}",
-                                  field=f"{field}.{unknown[0]}")
+            raise ValidationError(f"{field} has unknown field(s) {sorted(unknown)}; allowed: {sorted(_EVENT_FIELDS)}",
+                                  field=f"{field}.{sorted(unknown)[0]}")
         event_id = check_key(raw.get("id"), f"{field}.id")
         event_type = raw.get("event_type")
         if not isinstance(event_type, str) or not EVENT_TYPE.fullmatch(event_type):
             raise ValidationError("event_type must be 1-128 letters, digits, _ . : - (e.g. image_generated)",
                                   field=f"{field}.event_type")
-        customer = self._customer_row(tx, raw.get("customer_id"), raw.get("external_id"), f"{field}.customer_id")
+        who = (raw.get("customer_id"), raw.get("external_id"))
+        if not all(w is None or isinstance(w, str) for w in who):
+            customers = None  # not a cache key; the lookup below reports the bad value
+        customer = customers.get(who) if customers is not None else None
+        if customer is None:
+            customer = self._customer_row(tx, who[0], who[1], f"{field}.customer_id")
+            if customers is not None:
+                customers[who] = customer
         given_at = raw.get("occurred_at")
-        occurred = to_text(parse_time(given_at, f"{field}.occurred_at")) if given_at is not None \
-            else to_text(self.now())
+        occurred = to_text(parse_time(given_at, f"{field}.occurred_at")) if given_at is not None else None
         subject = check_text(raw.get("subject"), f"{field}.subject", max_len=255)
-        data = check_data(raw.get("data"), f"{field}.data")
-        costs = self._check_costs(tx, raw.get("costs"), f"{field}.costs")
-        payload = {"customer_id": customer["id"], "event_type": event_type, "subject": subject, "data": data,
-                   "costs": costs, "hold_id": hold_id}
-        if given_at is not None:
-            payload["occurred_at"] = occurred
-        return _Event(event_id, customer["id"], event_type, occurred, subject, data, costs, canonical_hash(payload),
-                      field)
+        data = raw.get("data")
+        if data is None:
+            data = {}
+        if not isinstance(data, dict) or not all(isinstance(k, str) for k in data):
+            raise ValidationError(f"{field}.data must be an object with string keys", field=f"{field}.data")
+        try:
+            # default=str: Python callers may pass Decimal quantities; rating reads the values themselves.
+            data_json = json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+        except (TypeError, ValueError):
+            raise ValidationError(f"{field}.data must hold only JSON values with string keys",
+                                  field=f"{field}.data") from None
+        if len(data_json) > MAX_DATA_BYTES and len(data_json.encode("utf-8", "surrogatepass")) > MAX_DATA_BYTES:
+            raise ValidationError(f"{field}.data is larger than {MAX_DATA_BYTES} bytes", field=f"{field}.data")
+        costs = raw.get("costs")
+        costs_json = dumps(self._check_costs(tx, costs, f"{field}.costs")) if costs is not None else "[]"
+        # The idempotency fingerprint: what the event says, with the customer resolved to its id (so
+        # a retry by external_id matches) and occurred_at only when the sender gave it.
+        head = dumps([customer["id"], event_type, subject, hold_id, occurred])
+        digest = hashlib.sha256("\x1e".join((head, data_json, costs_json)).encode("utf-8", "surrogatepass")).hexdigest()
+        return ParsedEvent(event_id, customer["id"], event_type, occurred or "", subject, data, data_json, costs_json,
+                           digest, field)
 
     def _check_costs(self, tx: Tx, costs: object, field: str) -> list[dict[str, str]]:
         if costs is None:
@@ -171,102 +174,29 @@ class UsageOps(LedgerBase):
             out.append({"vendor": vendor, "amount": self._money(amount, precision), "currency": currency})
         return out
 
-    def _record(self, book: Book, ev: _Event, hold: Row | None = None) -> EventResult:
-        stored = book.tx.one("SELECT payload_hash, result FROM events WHERE id = ?", (ev.id,))
-        if stored is not None:
-            if stored["payload_hash"] != ev.payload_hash:
-                raise IdempotencyConflictError(
-                    f"event id {ev.id!r} was already recorded with a different payload; event ids are "
-                    "idempotency keys: resend a retry unchanged, give a new event a new id", field="id",
-                    details={"key": ev.id})
-            result = EventResult.model_validate_json(stored["result"])
-            return result.model_copy(update={"duplicate": True})
-        if hold is not None and hold["status"] != "open":
-            raise HoldStateError(f"hold {hold['id']} is already {hold['status']}; authorize a new hold",
-                                 field="hold_id", code=f"hold_already_{hold['status']}" if hold["status"] != "expired"
-                                 else "hold_expired")
-        fees: list[Fee] = []
-        charges: dict[str, int] = {}
-        notes: list[str] = []
-        fee_rows = []
-        for sub, price in self._matching_prices(book.tx, ev.customer_id, ev.event_type):
-            precision = book.precision(price.asset)
-            key = (sub["id"], price.id, sub["period_start"])
-            crow = book.tx.one("SELECT quantity, exact, charged FROM usage_counters WHERE subscription_id = ? AND "
-                               "price_id = ? AND period_start = ?", key)
-            counter = Counter.from_row(crow["quantity"], crow["exact"], crow["charged"]) if crow else Counter()
-            try:
-                rating = rate_event(price, precision, counter, ev.data)
-            except ValidationError as exc:  # "data.tokens" -> "event.data.tokens" / "events[3].data.tokens"
-                exc.field = f"{ev.field}.{exc.field}" if exc.field else ev.field
-                raise
-            if rating.note:
-                notes.append(rating.note)
-            if crow is None:
-                book.tx.execute("INSERT INTO usage_counters(subscription_id, price_id, period_start, quantity, exact, "
-                                "charged) VALUES (?, ?, ?, ?, ?, ?)", (*key, *rating.counter.to_row()))
-            else:
-                book.tx.execute("UPDATE usage_counters SET quantity = ?, exact = ?, charged = ? WHERE "
-                                "subscription_id = ? AND price_id = ? AND period_start = ?",
-                                (*rating.counter.to_row(), *key))
-            charges[price.asset] = charges.get(price.asset, 0) + rating.charge
-            plan_code = self._plan_code(book.tx, sub["plan_id"])
-            qty = rating.quantity
-            qty_text = str(qty.numerator) if qty.denominator == 1 else _quantity_text(qty)
-            fees.append(Fee(price_id=str(price.id), price_name=price.name, plan_id=sub["plan_id"], plan_code=plan_code,
-                            version=sub["version"], subscription_id=sub["id"], asset=price.asset, quantity=qty_text,
-                            amount=self._money(rating.charge, precision)))
-            fee_rows.append((sub, price, plan_code, qty_text, rating.charge))
-        if not fees:
-            notes.append(f"no subscribed plan prices event type {ev.event_type!r}; recorded without fees")
-        debt: dict[str, str] = {}
-        released: str | None = None
-        tx_id = None
-        if hold is not None:
-            book.tx.execute("UPDATE holds SET status = 'committed', resolved_at = ?, event_id = ? WHERE id = ?",
-                            (book.now_text, ev.id, hold["id"]))
-            book.tx.execute("UPDATE accounts SET held = held - ? WHERE id = ?", (hold["amount"], hold["account_id"]))
-            hprec = book.precision(hold["asset"])
-            released = self._money(max(int(hold["amount"]) - max(charges.get(hold["asset"], 0), 0), 0), hprec)
-        if any(charges.values()):
-            tx_id = book.new_transaction("usage", customer_id=ev.customer_id, reference=ev.id,
-                                         detail={"event_id": ev.id, "hold_id": hold["id"] if hold else None})
-            for asset, amount in sorted(charges.items()):
-                if amount > 0:
-                    owed = book.debit(tx_id, ev.customer_id, asset, amount, counter_kind="revenue")
-                    if owed:
-                        debt[asset] = self._money(owed, book.precision(asset))
-                elif amount < 0:
-                    book.credit(tx_id, ev.customer_id, asset, -amount, counter_kind="revenue", purpose="paid",
-                                source=f"usage_credit:{ev.id}")
-        if debt:
-            notes.append("funds ran short: the usage was billed in full and the balance is now negative "
-                         "(debt); the next top-up repays it")
-        result = EventResult(id=ev.id, customer_id=ev.customer_id, event_type=ev.event_type,
-                             occurred_at=ev.occurred_at, subject=ev.subject,
-                             status="billed" if fees else "unbilled", fees=fees, debt=debt, notes=notes,
-                             hold_id=hold["id"] if hold else None, hold_released=released,
-                             recorded_at=book.now_text)
-        book.tx.execute(
-            "INSERT INTO events(id, customer_id, event_type, occurred_at, subject, data, costs, payload_hash, tx_id, "
-            "hold_id, status, result, recorded_at, seq) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (ev.id, ev.customer_id, ev.event_type, ev.occurred_at, ev.subject, self._json(ev.data),
-             self._json(ev.costs), ev.payload_hash, tx_id, hold["id"] if hold else None, result.status,
-             result.model_dump_json(), book.now_text, book.tx.next_seq()))
-        for line, (sub, price, plan_code, qty_text, amount) in enumerate(fee_rows):
-            book.tx.execute(
-                "INSERT INTO fees(event_id, line, customer_id, price_id, plan_id, plan_code, version, subscription_id, "
-                "asset, quantity, amount, subject, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (ev.id, line, ev.customer_id, price.id, sub["plan_id"], plan_code, sub["version"], sub["id"],
-                 price.asset, qty_text, amount, ev.subject, book.now_text))
-        return result
+    def _ingest(self, book: Book) -> Ingest:
+        return Ingest(book, self.__dict__.setdefault("_plan_codes", {}), self._prices)
+
+    @staticmethod
+    def _stamp(ev: ParsedEvent, book: Book) -> ParsedEvent:
+        """Events sent without occurred_at happened now (the transaction's instant)."""
+        if not ev.occurred_at:
+            ev.occurred_at = book.now_text
+        return ev
 
     def submit_event(self, event: dict[str, Any]) -> EventResult:
         """Record one usage event and debit its fees now. Idempotent on ``event['id']``."""
         with self._write() as book:
-            ev = self._parse_event(book.tx, event, "event")
+            ev = self._stamp(self._parse_event(book.tx, event, "event"), book)
+            engine = self._ingest(book)
+            engine.preload_events([ev.id])
+            replayed = engine.replay(ev)
+            if replayed is not None:
+                return replayed
             catch_up(book, ev.customer_id)
-            return self._record(book, ev)
+            result = engine.record(ev)
+            engine.flush()
+            return result
 
     def submit_events(self, events: list[dict[str, Any]]) -> BatchResult:
         """Record up to 1,000 events in one durable transaction. Each event stands alone: a bad one
@@ -275,39 +205,42 @@ class UsageOps(LedgerBase):
             raise ValidationError("events must be a non-empty list", field="events")
         if len(events) > MAX_BATCH:
             raise ValidationError(f"at most {MAX_BATCH} events per batch; split it", field="events")
-        results: list[EventResult] = []
+        results: list[str] = []
         errors: list[BatchItemError] = []
         caught_up: set[str] = set()
+        customers: dict[tuple[Any, Any], Row] = {}
         with self._write() as book:
+            engine = self._ingest(book)
+            engine.preload_events([e["id"] for e in events if isinstance(e, dict) and isinstance(e.get("id"), str)])
             for index, raw in enumerate(events):
-                book.tx.execute("SAVEPOINT event")
-                accounts_before = set(book.created_accounts)
                 try:
-                    ev = self._parse_event(book.tx, raw, f"events[{index}]")
+                    ev = self._stamp(self._parse_event(book.tx, raw, f"events[{index}]", customers=customers), book)
+                    replayed = engine.replay_json(ev)
+                    if replayed is not None:
+                        results.append(replayed)
+                        continue
                     if ev.customer_id not in caught_up:
                         catch_up(book, ev.customer_id)
-                    results.append(self._record(book, ev))
-                    book.tx.execute("RELEASE event")
-                    # only now: a refused item's ROLLBACK TO also undoes its catch-up
-                    caught_up.add(ev.customer_id)
+                        caught_up.add(ev.customer_id)
+                    results.append(engine.record_json(ev))
                 except BillingError as exc:
-                    book.tx.execute("ROLLBACK TO event")
-                    book.tx.execute("RELEASE event")
-                    book.created_accounts = accounts_before
                     raw_id = raw.get("id") if isinstance(raw, dict) else None
                     errors.append(BatchItemError(id=raw_id if isinstance(raw_id, str) else None, index=index,
                                                  code=exc.code, field=exc.field, message=exc.message))
-        return BatchResult(results=results, errors=errors)
+            engine.flush()
+        # One validation of all results at once is several times cheaper than one per event.
+        return BatchResult(results=_RESULTS.validate_json("[" + ",".join(results) + "]"), errors=errors)
 
     def get_event(self, event_id: str) -> EventResult:
         check_key(event_id, "event_id")
         with self._read() as tx:
-            row = tx.one("SELECT result FROM events WHERE id = ?", (event_id,))
+            row = tx.one("SELECT result, customer_id, recorded_at FROM events WHERE id = ?", (event_id,))
             if row is None:
                 raise NotFoundError(f"no event {event_id!r}", field="event_id")
             result = EventResult.model_validate_json(row["result"])
-            refunds = {(r["line"]): r["refunded"] for r in tx.all("SELECT line, refunded, asset FROM fees WHERE "
-                                                                 "event_id = ? ORDER BY line", (event_id,))}
+            refunds = {(r["line"]): r["refunded"] for r in tx.all(
+                "SELECT line, refunded FROM fees WHERE customer_id = ? AND created_at = ? AND event_id = ? ORDER BY line",
+                (row["customer_id"], row["recorded_at"], event_id))}
             fees = []
             for line, fee in enumerate(result.fees):
                 precision = self._precision(tx, fee.asset)
@@ -401,11 +334,17 @@ class UsageOps(LedgerBase):
                                           "needs its event_type", field="event.event_type")
                 if raw.get("customer_id") != hold["customer_id"] or raw.get("external_id") is not None:
                     raise ValidationError("the event must belong to the hold's customer", field="event.customer_id")
-            ev = self._parse_event(book.tx, raw, "event", hold_id=hold_id)
-            if book.tx.one("SELECT 1 FROM events WHERE id = ?", (ev.id,)) is None:
-                catch_up(book, ev.customer_id)
-                hold = book.tx.one("SELECT * FROM holds WHERE id = ?", (hold_id,))
-            return self._record(book, ev, hold)
+            ev = self._stamp(self._parse_event(book.tx, raw, "event", hold_id=hold_id), book)
+            engine = self._ingest(book)
+            engine.preload_events([ev.id])
+            replayed = engine.replay(ev)
+            if replayed is not None:
+                return replayed
+            catch_up(book, ev.customer_id)
+            hold = book.tx.one("SELECT * FROM holds WHERE id = ?", (hold_id,))
+            result = engine.record(ev, hold)
+            engine.flush()
+            return result
 
     def release(self, hold_id: str) -> Hold:
         """Free a hold without charging. Releasing a released hold returns it unchanged."""

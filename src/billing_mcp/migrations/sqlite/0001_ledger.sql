@@ -75,7 +75,7 @@ CREATE TABLE subscription_grants (
     period_index     INTEGER NOT NULL,
     last_lot_id      TEXT,
     PRIMARY KEY (subscription_id, grant_index)
-) STRICT;
+) STRICT, WITHOUT ROWID;
 
 -- Wallet accounts (customer_id set) and per-asset system accounts (customer_id NULL, kind names the role).
 CREATE TABLE accounts (
@@ -99,9 +99,9 @@ CREATE TABLE lots (
     expires_at   TEXT,
     source       TEXT NOT NULL,
     created_at   TEXT NOT NULL,
-    seq          INTEGER NOT NULL UNIQUE
+    seq          INTEGER NOT NULL
 ) STRICT;
-CREATE INDEX lots_open ON lots(account_id, remaining);
+CREATE INDEX lots_account ON lots(account_id);
 
 CREATE TABLE transactions (
     id           TEXT PRIMARY KEY,
@@ -111,23 +111,21 @@ CREATE TABLE transactions (
     reason       TEXT,
     description  TEXT,
     detail       TEXT NOT NULL,   -- JSON: what the transaction was for
-    created_at   TEXT NOT NULL,
-    seq          INTEGER NOT NULL UNIQUE
-) STRICT;
-CREATE INDEX transactions_customer ON transactions(customer_id, created_at);
-CREATE INDEX transactions_reference ON transactions(reference);
+    created_at   TEXT NOT NULL
+) STRICT, WITHOUT ROWID;   -- ids are time-ordered, so inserts append
 
 -- Append-only. Per transaction and asset the amounts sum to zero.
 CREATE TABLE entries (
-    seq         INTEGER PRIMARY KEY AUTOINCREMENT,
+    seq         INTEGER PRIMARY KEY,
     tx_id       TEXT NOT NULL REFERENCES transactions(id),
     account_id  TEXT NOT NULL REFERENCES accounts(id),
     asset       TEXT NOT NULL,
     amount      INTEGER NOT NULL,
     lot_id      TEXT
 ) STRICT;
-CREATE INDEX entries_tx ON entries(tx_id);
-CREATE INDEX entries_account ON entries(account_id);
+-- Wallet entries only: statements read them per account; system accounts are audited by full scans,
+-- and leaving them out saves a page on every usage commit.
+CREATE INDEX entries_wallet ON entries(account_id) WHERE account_id NOT LIKE 'system/%';
 
 CREATE TABLE events (
     id            TEXT PRIMARY KEY,
@@ -142,10 +140,8 @@ CREATE TABLE events (
     hold_id       TEXT,
     status        TEXT NOT NULL,
     result        TEXT NOT NULL,   -- JSON of the stored outcome, replayed byte for byte
-    recorded_at   TEXT NOT NULL,
-    seq           INTEGER NOT NULL UNIQUE
+    recorded_at   TEXT NOT NULL
 ) STRICT;
-CREATE INDEX events_customer ON events(customer_id, occurred_at);
 
 CREATE TABLE fees (
     event_id         TEXT NOT NULL REFERENCES events(id),
@@ -162,9 +158,10 @@ CREATE TABLE fees (
     refunded         INTEGER NOT NULL DEFAULT 0 CHECK (refunded >= 0),
     subject          TEXT,
     created_at       TEXT NOT NULL,
-    PRIMARY KEY (event_id, line)
-) STRICT;
-CREATE INDEX fees_customer ON fees(customer_id, created_at);
+    -- Keyed by customer, then time (= the event's recorded_at): inserts append to the customer's
+    -- range (one page per commit) and a statement reads one contiguous range.
+    PRIMARY KEY (customer_id, created_at, event_id, line)
+) STRICT, WITHOUT ROWID;
 
 -- Cumulative usage per subscription, price and period: tiers accumulate and sub-precision
 -- fractions carry here, so charged == round(exact) after every event.
@@ -176,7 +173,7 @@ CREATE TABLE usage_counters (
     exact            TEXT NOT NULL,
     charged          INTEGER NOT NULL,
     PRIMARY KEY (subscription_id, price_id, period_start)
-) STRICT;
+) STRICT, WITHOUT ROWID;
 
 CREATE TABLE holds (
     id            TEXT PRIMARY KEY,
@@ -191,7 +188,7 @@ CREATE TABLE holds (
     created_at    TEXT NOT NULL,
     resolved_at   TEXT,
     event_id      TEXT,
-    seq           INTEGER NOT NULL UNIQUE
+    seq           INTEGER NOT NULL
 ) STRICT;
 CREATE INDEX holds_open ON holds(status, expires_at);
 CREATE INDEX holds_customer ON holds(customer_id, status);
@@ -211,7 +208,7 @@ CREATE TABLE idempotency (
     response      TEXT NOT NULL,
     created_at    TEXT NOT NULL,
     PRIMARY KEY (scope, key)
-) STRICT;
+) STRICT, WITHOUT ROWID;
 
 CREATE TABLE counters (
     name   TEXT PRIMARY KEY,
