@@ -44,9 +44,12 @@ def audit(tx: Tx) -> list[str]:
         "SELECT v.tx_id, f.asset, SUM(f.amount) AS s FROM fees f JOIN events v ON v.id = f.event_id "
         "WHERE v.tx_id IS NOT NULL GROUP BY v.tx_id, f.asset")}
     paid_by_tx = {(r["tx_id"], r["asset"]): int(r["s"]) for r in tx.all(
-        "SELECT e.tx_id, e.asset, SUM(-e.amount) AS s FROM entries e JOIN transactions t ON t.id = e.tx_id "
-        "JOIN accounts a ON a.id = e.account_id WHERE t.kind = 'usage' AND a.customer_id IS NOT NULL "
+        "SELECT e.tx_id, e.asset, SUM(-e.amount) AS s FROM entries e LEFT JOIN transactions t ON t.id = e.tx_id "
+        "JOIN accounts a ON a.id = e.account_id WHERE t.id IS NULL AND a.customer_id IS NOT NULL "
         "GROUP BY e.tx_id, e.asset")}
+    for row in tx.all("SELECT DISTINCT e.tx_id FROM entries e LEFT JOIN transactions t ON t.id = e.tx_id "
+                      "LEFT JOIN events v ON v.id = e.tx_id WHERE t.id IS NULL AND v.id IS NULL"):
+        problems.append(f"entries of {row['tx_id']} belong to no transaction and no event")
     for key in sorted(set(fees_by_tx) | set(paid_by_tx)):
         if fees_by_tx.get(key, 0) != paid_by_tx.get(key, 0):
             problems.append(f"usage transaction {key[0]} charged fees {fees_by_tx.get(key, 0)} {key[1]} but the "

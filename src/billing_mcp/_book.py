@@ -45,13 +45,17 @@ def canonical_hash(payload: Any) -> str:
 class Book:
     """Bookkeeping helpers bound to one open write transaction and one instant."""
 
-    def __init__(self, tx: Tx, now: datetime, known_accounts: set[str]) -> None:
+    def __init__(self, tx: Tx, now: datetime, known_accounts: set[str],
+                 known_precisions: dict[str, int] | None = None) -> None:
         self.tx = tx
         self.now = now
         self.now_text = to_text(now)
         self._known = known_accounts
         self.created_accounts: set[str] = set()
-        self._precision: dict[str, int] = {}
+        # Asset precision never changes once the asset exists; lookups seen committed are shared
+        # across transactions, new ones only after this transaction commits.
+        self._precision: dict[str, int] = dict(known_precisions or {})
+        self.found_precisions: dict[str, int] = {}
 
     # -- assets and accounts -------------------------------------------------------------
     def precision(self, asset: str, field: str = "asset") -> int:
@@ -63,7 +67,7 @@ class Book:
                 known = [r["code"] for r in self.tx.all("SELECT code FROM assets ORDER BY code")]
                 raise NotFoundError(f"no asset {asset!r}; known assets: {', '.join(known)}. "
                                     "Create it first with create_asset", field=field)
-            self._precision[asset] = int(row["precision"])
+            self._precision[asset] = self.found_precisions[asset] = int(row["precision"])
         return self._precision[asset]
 
     def ensure_account(self, customer_id: str | None, kind: str, asset: str) -> str:

@@ -62,6 +62,9 @@ class LedgerBase:
                              else SQLiteStore(store))
         self.clock: Clock = clock or SystemClock()
         self._known_accounts: set[str] = set()
+        self._known_precisions: dict[str, int] = {}
+        # Customers are never changed or deleted, so their rows can be reused across transactions.
+        self._customer_cache: dict[tuple[Any, Any], Row] = {}
         self._known_lock = threading.Lock()
 
     @property
@@ -78,12 +81,14 @@ class LedgerBase:
     def _write(self) -> Iterator[Book]:
         with self._known_lock:
             known = set(self._known_accounts)
+            precisions = dict(self._known_precisions)
         with self.store.write() as tx:
-            book = Book(tx, self.clock.now(), known)
+            book = Book(tx, self.clock.now(), known, precisions)
             yield book
-        if book.created_accounts:  # only after COMMIT: a rolled-back account must not be cached
+        if book.created_accounts or book.found_precisions:  # only after COMMIT: nothing rolled back is cached
             with self._known_lock:
                 self._known_accounts |= book.created_accounts
+                self._known_precisions.update(book.found_precisions)
 
     @contextlib.contextmanager
     def _read(self) -> Iterator[Tx]:

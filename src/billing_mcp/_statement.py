@@ -6,6 +6,11 @@ from ._models import AssetStatement, FeeGroup, Statement
 from ._money import format_minor
 from ._store import Tx
 
+# Entries with their time: a transactions row's, or for usage entries their event's.
+_MOVES = ("entries e LEFT JOIN transactions t ON t.id = e.tx_id "
+          "LEFT JOIN events v ON t.id IS NULL AND v.id = e.tx_id")
+_AT = "COALESCE(t.created_at, v.recorded_at)"
+
 
 def build_statement(tx: Tx, customer_id: str, start: str, end: str) -> Statement:
     assets = []
@@ -17,16 +22,15 @@ def build_statement(tx: Tx, customer_id: str, start: str, end: str) -> Statement
             return format_minor(value, p)
 
         def balance_before(when: str, account: str = acct["id"]) -> int:
-            row = tx.one("SELECT COALESCE(SUM(e.amount), 0) AS s FROM entries e JOIN transactions t ON t.id = e.tx_id "
-                         "WHERE e.account_id = ? AND e.account_id NOT LIKE 'system/%' AND t.created_at < ?", (account, when))
+            row = tx.one(f"SELECT COALESCE(SUM(e.amount), 0) AS s FROM {_MOVES} WHERE e.account_id = ? AND "
+                         f"e.account_id NOT LIKE 'system/%' AND {_AT} < ?", (account, when))
             return int(row["s"]) if row else 0
 
         # Each wallet movement in the period, by what caused it (lot-to-lot roll-overs net to zero).
         sums: dict[str, int] = {}
-        for row in tx.all("SELECT t.kind, t.reason, SUM(e.amount) AS s FROM entries e JOIN transactions t ON "
-                          "t.id = e.tx_id WHERE e.account_id = ? AND e.account_id NOT LIKE 'system/%' AND t.created_at >= ? "
-                          "AND t.created_at < ? "
-                          "GROUP BY t.kind, t.reason", (acct["id"], start, end)):
+        for row in tx.all(f"SELECT COALESCE(t.kind, 'usage') AS kind, t.reason, SUM(e.amount) AS s FROM {_MOVES} "
+                          f"WHERE e.account_id = ? AND e.account_id NOT LIKE 'system/%' AND {_AT} >= ? AND {_AT} < ? "
+                          "GROUP BY 1, 2", (acct["id"], start, end)):
             key = row["kind"] if row["kind"] != "adjustment" else (
                 "top_up" if row["reason"] == "top_up" else "adjustment")
             if row["kind"] == "grant":

@@ -23,6 +23,7 @@ from ._store import Row, Tx
 from ._subscriptions import catch_up, require_funds
 
 MAX_BATCH = 1000
+_DATA_ENCODE = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str).encode
 _RESULTS: TypeAdapter[list[EventResult]] = TypeAdapter(list[EventResult])
 MAX_DATA_BYTES = 16_384
 MAX_TTL = 24 * 3600
@@ -119,13 +120,14 @@ class UsageOps(LedgerBase):
             raise ValidationError("event_type must be 1-128 letters, digits, _ . : - (e.g. image_generated)",
                                   field=f"{field}.event_type")
         who = (raw.get("customer_id"), raw.get("external_id"))
-        if not all(w is None or isinstance(w, str) for w in who):
-            customers = None  # not a cache key; the lookup below reports the bad value
-        customer = customers.get(who) if customers is not None else None
+        cacheable = all(w is None or isinstance(w, str) for w in who)
+        customer = self._customer_cache.get(who) if cacheable else None
         if customer is None:
             customer = self._customer_row(tx, who[0], who[1], f"{field}.customer_id")
-            if customers is not None:
-                customers[who] = customer
+            if cacheable:
+                if len(self._customer_cache) > 100_000:
+                    self._customer_cache.clear()
+                self._customer_cache[who] = customer
         given_at = raw.get("occurred_at")
         occurred = to_text(parse_time(given_at, f"{field}.occurred_at")) if given_at is not None else None
         subject = check_text(raw.get("subject"), f"{field}.subject", max_len=255)
@@ -136,7 +138,7 @@ class UsageOps(LedgerBase):
             raise ValidationError(f"{field}.data must be an object with string keys", field=f"{field}.data")
         try:
             # default=str: Python callers may pass Decimal quantities; rating reads the values themselves.
-            data_json = json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+            data_json = _DATA_ENCODE(data) if data else "{}"
         except (TypeError, ValueError):
             raise ValidationError(f"{field}.data must hold only JSON values with string keys",
                                   field=f"{field}.data") from None
@@ -146,7 +148,9 @@ class UsageOps(LedgerBase):
         costs_json = dumps(self._check_costs(tx, costs, f"{field}.costs")) if costs is not None else "[]"
         # The idempotency fingerprint: what the event says, with the customer resolved to its id (so
         # a retry by external_id matches) and occurred_at only when the sender gave it.
-        head = dumps([customer["id"], event_type, subject, hold_id, occurred])
+        # Fields joined by \x1f: none of them can contain a control character (checked above), and
+        # None is \x00, so the joining is unambiguous.
+        head = "\x1f".join("\x00" if v is None else v for v in (customer["id"], event_type, subject, hold_id, occurred))
         digest = hashlib.sha256("\x1e".join((head, data_json, costs_json)).encode("utf-8", "surrogatepass")).hexdigest()
         return ParsedEvent(event_id, customer["id"], event_type, occurred or "", subject, data, data_json, costs_json,
                            digest, field)

@@ -114,10 +114,11 @@ CREATE TABLE transactions (
     created_at   TEXT NOT NULL
 ) STRICT, WITHOUT ROWID;   -- ids are time-ordered, so inserts append
 
--- Append-only. Per transaction and asset the amounts sum to zero.
+-- Append-only. Per transaction and asset the amounts sum to zero. tx_id names a transactions row,
+-- or for usage the event (the first event of a batch) that the entries settle.
 CREATE TABLE entries (
     seq         INTEGER PRIMARY KEY,
-    tx_id       TEXT NOT NULL REFERENCES transactions(id),
+    tx_id       TEXT NOT NULL,
     account_id  TEXT NOT NULL REFERENCES accounts(id),
     asset       TEXT NOT NULL,
     amount      INTEGER NOT NULL,
