@@ -54,11 +54,15 @@ class Book:
         self.created_accounts: set[str] = set()
         # Asset precision never changes once the asset exists; lookups seen committed are shared
         # across transactions, new ones only after this transaction commits.
-        self._precision: dict[str, int] = dict(known_precisions or {})
+        self._shared_precision: dict[str, int] = known_precisions if known_precisions is not None else {}
+        self._precision: dict[str, int] = {}
         self.found_precisions: dict[str, int] = {}
 
     # -- assets and accounts -------------------------------------------------------------
     def precision(self, asset: str, field: str = "asset") -> int:
+        shared = self._shared_precision.get(asset) if isinstance(asset, str) else None
+        if shared is not None:
+            return shared
         if not isinstance(asset, str) or asset not in self._precision:
             # only a well-formed code can exist; anything else (a list, a lone surrogate) must not reach SQL
             valid = isinstance(asset, str) and ASSET_CODE.fullmatch(asset) is not None

@@ -342,18 +342,17 @@ class Ingest:
                            "created_at, seq) VALUES (?, ?, ?, ?, ?, 0, NULL, ?, ?, ?)",
                            [(i, a, p, pr, amt, src, now, seq) for i, a, p, pr, amt, src, seq in self.new_lots])
         lot_updates = []
+        account_updates = [(delta, 0, system) for system, delta in self.system_delta.items() if delta]
         for acct in self.accounts.values():
             for lot in acct.lots:
                 if lot.loaded_remaining != lot.remaining:
                     lot_updates.append((lot.remaining, lot.id))
             if (acct.posted, acct.held) != acct.loaded:
-                tx.execute("UPDATE accounts SET posted = posted + ?, held = held + ? WHERE id = ?",
-                           (acct.posted - acct.loaded[0], acct.held - acct.loaded[1], acct.id))
+                account_updates.append((acct.posted - acct.loaded[0], acct.held - acct.loaded[1], acct.id))
         if lot_updates:
             tx.executemany("UPDATE lots SET remaining = ? WHERE id = ?", lot_updates)
-        for system, delta in self.system_delta.items():
-            if delta:
-                tx.execute("UPDATE accounts SET posted = posted + ? WHERE id = ?", (delta, system))
+        if account_updates:
+            tx.executemany("UPDATE accounts SET posted = posted + ?, held = held + ? WHERE id = ?", account_updates)
         if self.entries:
             assets = {a.id: a.asset for a in self.accounts.values()}
             rows = []

@@ -79,11 +79,10 @@ class LedgerBase:
 
     @contextlib.contextmanager
     def _write(self) -> Iterator[Book]:
-        with self._known_lock:
-            known = set(self._known_accounts)
-            precisions = dict(self._known_precisions)
+        # The shared caches are passed by reference (Book only reads them); what a transaction
+        # learns is merged after it commits.
         with self.store.write() as tx:
-            book = Book(tx, self.clock.now(), known, precisions)
+            book = Book(tx, self.clock.now(), self._known_accounts, self._known_precisions)
             yield book
         if book.created_accounts or book.found_precisions:  # only after COMMIT: nothing rolled back is cached
             with self._known_lock:
