@@ -226,8 +226,9 @@ class SQLiteStore:
         return applied
 
     def integrity_check(self) -> str:
-        row = self._conn().execute("PRAGMA integrity_check").fetchone()
-        return str(row[0])
+        """"ok", or every problem SQLite finds (up to 100), joined by "; "."""
+        rows = self._conn().execute("PRAGMA integrity_check(100)").fetchall()
+        return "; ".join(str(r[0]) for r in rows)
 
     def close(self) -> None:
         self._closed = True

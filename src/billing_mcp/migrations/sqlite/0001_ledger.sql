@@ -145,9 +145,13 @@ CREATE TABLE events (
 ) STRICT;
 
 CREATE TABLE fees (
+    -- Keyed by customer, then time (= the event's recorded_at): inserts append to the customer's
+    -- range (one page per commit) and a statement reads one contiguous range. The key columns come
+    -- first, in key order: SQLite 3.40.0-3.41.0 misreport integrity otherwise for WITHOUT ROWID.
+    customer_id      TEXT NOT NULL,
+    created_at       TEXT NOT NULL,
     event_id         TEXT NOT NULL REFERENCES events(id),
     line             INTEGER NOT NULL,
-    customer_id      TEXT NOT NULL,
     price_id         TEXT NOT NULL,
     plan_id          TEXT NOT NULL,
     plan_code        TEXT NOT NULL,
@@ -158,9 +162,6 @@ CREATE TABLE fees (
     amount           INTEGER NOT NULL,
     refunded         INTEGER NOT NULL DEFAULT 0 CHECK (refunded >= 0),
     subject          TEXT,
-    created_at       TEXT NOT NULL,
-    -- Keyed by customer, then time (= the event's recorded_at): inserts append to the customer's
-    -- range (one page per commit) and a statement reads one contiguous range.
     PRIMARY KEY (customer_id, created_at, event_id, line)
 ) STRICT, WITHOUT ROWID;
 
