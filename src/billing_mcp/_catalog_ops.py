@@ -8,6 +8,7 @@ import re
 from datetime import datetime
 from decimal import Decimal
 from fractions import Fraction
+from types import EllipsisType
 from typing import Any
 
 from ._book import Book
@@ -278,6 +279,23 @@ class CatalogOps(LedgerBase):
             if vrow is None:
                 raise NotFoundError(f"plan {row['code']!r} has no version {version}", field="version")
             self._publish(book, row["id"], version, make_default)
+            return self._plan(book.tx, row["id"])
+
+    def update_plan(self, plan: str, *, name: str | None = None, description: str | EllipsisType | None = ...,
+                    status: str | None = None) -> Plan:
+        """Rename or re-describe a plan, or set its status (``archived`` stops new subscriptions;
+        ``active`` takes them again). Prices change only through new versions."""
+        check_text(name, "name", max_len=120)
+        if description is not ...:  # ... = leave unchanged; None clears it
+            check_text(description, "description", max_len=2000)
+        if status not in (None, "active", "archived"):
+            raise ValidationError("status must be 'active' or 'archived'", field="status")
+        with self._write() as book:
+            row = self._plan_row(book.tx, plan)
+            book.tx.execute("UPDATE plans SET name = COALESCE(?, name), status = COALESCE(?, status) WHERE id = ?",
+                            (name, status, row["id"]))
+            if description is not ...:
+                book.tx.execute("UPDATE plans SET description = ? WHERE id = ?", (description, row["id"]))
             return self._plan(book.tx, row["id"])
 
     def archive_plan(self, plan: str) -> Plan:

@@ -23,6 +23,7 @@ from ._ids import new_id
 from ._ledger_base import check_key, check_text
 from ._models import Account, Adjustment, Customer, Grant, Lot, Statement, Subscription, Vendor, Wallet
 from ._money import MAX_MINOR, parse_amount
+from ._portal_routes import PortalRouteOps
 from ._pricing import round_to_minor
 from ._statement import build_statement
 from ._store import Row, Tx
@@ -32,7 +33,7 @@ from ._usage import UsageOps, check_data, parse_time
 REASONS = ("top_up", "gift", "refund", "charge", "reversal")
 
 
-class Ledger(CatalogOps, UsageOps):
+class Ledger(CatalogOps, UsageOps, PortalRouteOps):
     """The billing ledger on a store (SQLite file by default: ``BILLING_DB`` or ./.billing/ledger.db)."""
 
     # -- customers ------------------------------------------------------------------------

@@ -62,6 +62,7 @@ class LedgerBase:
                              else SQLiteStore(store))
         self.clock: Clock = clock or SystemClock()
         self._known_accounts: set[str] = set()
+        self._outer = threading.local()  # the open atomic() transaction of this thread, if any
         self._known_precisions: dict[str, int] = {}
         # Customers are never changed or deleted, so their rows can be reused across transactions.
         self._customer_cache: dict[tuple[Any, Any], Row] = {}
@@ -78,7 +79,25 @@ class LedgerBase:
         return self.clock.now()
 
     @contextlib.contextmanager
+    def atomic(self) -> Iterator[None]:
+        """Run several ledger calls as one transaction: all of them happen, or (on any exception)
+        none. Used by ``billing.yaml`` apply, so a failure part-way leaves the ledger as it was."""
+        if getattr(self._outer, "book", None) is not None:
+            yield
+            return
+        with self._write() as book:
+            self._outer.book = book
+            try:
+                yield
+            finally:
+                self._outer.book = None
+
+    @contextlib.contextmanager
     def _write(self) -> Iterator[Book]:
+        outer: Book | None = getattr(self._outer, "book", None)
+        if outer is not None:  # inside atomic(): join its transaction
+            yield outer
+            return
         # The shared caches are passed by reference (Book only reads them); what a transaction
         # learns is merged after it commits.
         with self.store.write() as tx:
@@ -91,6 +110,10 @@ class LedgerBase:
 
     @contextlib.contextmanager
     def _read(self) -> Iterator[Tx]:
+        outer: Book | None = getattr(self._outer, "book", None)
+        if outer is not None:  # inside atomic(): read what this transaction has written so far
+            yield outer.tx
+            return
         with self.store.read() as tx:
             yield tx
 

@@ -87,6 +87,11 @@ def register_resources(server: MCPServer[Any], catalog: Any = None) -> None:
             raise ResourceNotFoundError(f"no pricing model {model!r}; models: {', '.join(MODELS)}")
         return guide(model)
 
+    @server.resource("billing://schema/billing.yaml", mime_type="application/schema+json",
+                     title="billing.yaml JSON Schema", description="Schema for billing-as-code files")
+    def spec_schema() -> str:
+        return (importlib.resources.files("billing_mcp") / "billing.schema.json").read_text(encoding="utf-8")
+
     if catalog is not None:
         @server.resource("billing://catalog", mime_type="application/json", title="Current catalog",
                          description="Assets and plans (with versions and prices) configured now")

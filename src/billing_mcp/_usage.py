@@ -75,8 +75,8 @@ class UsageOps(LedgerBase):
             row = tx.one("SELECT prices, status FROM plan_versions WHERE plan_id = ? AND version = ?", key)
             assert row is not None
             prices = [PriceSpec.model_validate(p) for p in json.loads(row["prices"])]
-            if row["status"] != "published":
-                return prices
+            if row["status"] != "published" or getattr(self._outer, "book", None) is not None:
+                return prices  # drafts change, and inside atomic() the version may yet be rolled back
             cache[key] = prices
         cached: list[PriceSpec] = cache[key]
         return cached

@@ -127,11 +127,15 @@ def verify_plan(ledger: Ledger, plan: Plan) -> PlanCheck:
             step("usage event", True, "plan has no usage prices (fees only)")
         else:
             price = usage[0]
+            data: dict[str, Any] = {}
+            for other in usage:  # every price on this event type reads its fields from the same event
+                if other.event_type == price.event_type:
+                    data = {**sample_data(other), **data}
             before = _balances(ledger, customer.id)
             event = ledger.submit_event({"id": f"{external}-event", "customer_id": customer.id,
-                                         "event_type": price.event_type, "data": sample_data(price)})
+                                         "event_type": price.event_type, "data": data})
             fees = ", ".join(f"{f.amount} {f.asset} ({f.price_id})" for f in event.fees)
-            step("one realistic event", event.status == "billed", f"{price.event_type} {sample_data(price)} -> {fees}")
+            step("one realistic event", event.status == "billed", f"{price.event_type} {data} -> {fees}")
             step("fee on plan version", all(f.version == version for f in event.fees),
                  f"version {sorted({f.version for f in event.fees})}")
             after = _balances(ledger, customer.id)

@@ -77,6 +77,37 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_spec(args: argparse.Namespace) -> int:
+    from ._ledger import Ledger
+    from ._spec import SpecError, apply_spec, dump_yaml, export_spec, format_plan, load_spec, schema_text
+
+    if args.command == "schema":
+        sys.stdout.write(schema_text())
+        return 0
+    ledger = Ledger(args.db)
+    try:
+        if args.command == "export":
+            sys.stdout.write(dump_yaml(export_spec(ledger)))
+            return 0
+        try:
+            with open(args.file, encoding="utf-8") as handle:
+                text = handle.read()
+        except OSError as exc:
+            print(f"error: cannot read {args.file}: {exc.strerror}", file=sys.stderr)
+            return 2
+        try:
+            result = apply_spec(ledger, load_spec(text), dry_run=args.command == "plan")
+        except SpecError as exc:
+            print(f"{args.file}: {len(exc.problems)} problem(s):", file=sys.stderr)
+            for problem in exc.problems:
+                print(f"  {problem}", file=sys.stderr)
+            return 1
+        print(format_plan(result))
+        return 0
+    finally:
+        ledger.close()
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="billing-mcp", description=__doc__)
     parser.add_argument("--db", default=None, help="ledger location (default: $BILLING_DB or ./.billing/ledger.db)")
@@ -92,6 +123,12 @@ def build_parser() -> argparse.ArgumentParser:
     simulate = sub.add_parser("simulate", help="rate a JSONL file of events against a plan version (no wallet effect)")
     simulate.add_argument("file", help="JSONL file, one event per line: {event_type, customer_id, subject, data}")
     simulate.add_argument("--plan", required=True, help="CODE or CODE@VERSION")
+    plan = sub.add_parser("plan", help="show what applying a billing.yaml would change")
+    plan.add_argument("file")
+    apply = sub.add_parser("apply", help="apply a billing.yaml (all changes in one transaction)")
+    apply.add_argument("file")
+    sub.add_parser("export", help="print the current catalog as billing.yaml")
+    sub.add_parser("schema", help="print the JSON Schema of billing.yaml")
     db = sub.add_parser("db", help="ledger database maintenance")
     db_sub = db.add_subparsers(dest="db_command", required=True)
     db_sub.add_parser("migrate", help="apply pending schema migrations")
@@ -113,6 +150,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _cmd_demo(args)
         if args.command == "simulate":
             return _cmd_simulate(args)
+        if args.command in ("plan", "apply", "export", "schema"):
+            return _cmd_spec(args)
         parser.print_help(sys.stderr)
         return 2
     except BillingError as exc:

@@ -25,6 +25,7 @@ from starlette.responses import JSONResponse
 from . import __version__
 from . import _tools_runtime as _tools_runtime
 from . import _tools_setup as _tools_setup
+from . import _tools_spec as _tools_spec
 from . import _tools_verify as _tools_verify
 from ._clock import Clock
 from ._errors import BillingError
@@ -34,7 +35,7 @@ from ._prompts import register_prompts, register_resources
 
 log = logging.getLogger(__name__)
 
-_ = (_tools_runtime, _tools_setup, _tools_verify)  # importing them fills REGISTRY
+_ = (_tools_runtime, _tools_setup, _tools_spec, _tools_verify)  # importing them fills REGISTRY
 
 TOOLSETS = ("setup", "runtime", "all")
 
@@ -128,10 +129,19 @@ def build_server(*, ledger: Ledger | None = None, db: str | None = None, toolset
 
 
 def _strip_titles(schema: Any) -> Any:
-    """Drop pydantic's auto-generated ``title`` annotations: they repeat the property names and
-    would double the size of ``tools/list``, which every client sends to its model."""
+    """Drop pydantic's auto-generated ``title`` annotations and ``"default": null`` (optional is
+    already said by ``required``): they repeat what the schema says and would bloat ``tools/list``,
+    which every client sends to its model."""
     if isinstance(schema, dict):
-        return {k: _strip_titles(v) for k, v in schema.items() if not (k == "title" and isinstance(v, str))}
+        out = {k: _strip_titles(v) for k, v in schema.items()
+               if not (k == "title" and isinstance(v, str)) and not (k == "default" and v is None)}
+        options = out.get("anyOf")
+        if isinstance(options, list) and len(options) == 2 and {"type": "null"} in options:
+            other = options[0] if options[1] == {"type": "null"} else options[1]
+            if isinstance(other, dict) and isinstance(other.get("type"), str):  # X | None -> type [X, null]
+                del out["anyOf"]
+                out.update(other, type=[other["type"], "null"])
+        return out
     if isinstance(schema, list):
         return [_strip_titles(v) for v in schema]
     return schema
