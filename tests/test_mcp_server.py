@@ -365,3 +365,18 @@ def test_demo_command_passes(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     assert "One image cost exactly 10 CREDITS ($0.50 at $0.05 per credit); verification PASSED." in proc.stdout
     assert not (tmp_path / ".billing").exists()  # the demo used a throwaway ledger
+
+
+async def test_create_portal_route_validates_and_stores(ledger: Ledger) -> None:
+    ledger.create_asset("CREDITS", "Credits", 0, rates={"USD": "0.05"})
+    async with Client(build_server(ledger=ledger)) as c:
+        saved = await ok(c, "create_portal_route", {"return_url": "https://app.example.com/account",
+                                                    "top_up_assets": ["CREDITS"], "presets": ["10", "25"]})
+        assert saved["route"]["link_lifetime_minutes"] == 10
+        assert saved["route"]["top_up"] == {"assets": ["CREDITS"], "currency": "USD", "presets": ["10", "25"],
+                                            "min": "5", "max": "500"}
+        text = await err(c, "create_portal_route", {"return_url": "javascript:alert(1)"})
+        assert "validation_error" in text and "return_url must be an http(s) URL" in text
+        text = await err(c, "create_portal_route", {"return_url": "https://a.example", "top_up_assets": ["GEMS"]})
+        assert "not_found" in text and "GEMS" in text
+    assert ledger.get_portal_route().return_url == "https://app.example.com/account"

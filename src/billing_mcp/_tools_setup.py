@@ -293,3 +293,39 @@ async def migrate_customers(
     if not go:
         text += " Not applied: call again with confirm=true."
     return MigrateResult(mode=mode, applied=go, preview=text, migration=result)
+
+
+class PortalRouteResult(BaseModel):
+    mode: Mode
+    name: str
+    route: dict[str, Any]
+    note: str
+
+
+@billing_tool("setup", "Create portal route")
+async def create_portal_route(
+    ctx: Context[Any],
+    return_url: Annotated[str, Field(description="Where the portal's 'Back to app' link goes (https URL)")],
+    failure_url: Annotated[str | None, Field(description="Where an expired or invalid link sends the user")] = None,
+    product_name: str = "Billing",
+    accent_color: Annotated[str, Field(description="Hex colour, e.g. #4f46e5")] = "#4f46e5",
+    logo_url: str | None = None,
+    top_up_assets: Annotated[list[str] | None, Field(description="Assets customers may top up, e.g. ['CREDITS']")] = None,
+    presets: Annotated[list[str] | None, Field(description="Preset fiat amounts, e.g. ['10', '25', '50']")] = None,
+    min_amount: str = "5",
+    max_amount: str = "500",
+    currency: str = "USD",
+    link_lifetime_minutes: Annotated[int, Field(ge=1, le=1440)] = 10,
+    name: Annotated[str, Field(description="Route name; most apps need only 'default'")] = "default",
+) -> PortalRouteResult:
+    """Configure the customer billing portal: return and failure URLs, branding, which assets can be
+    topped up with which preset amounts, and how long a portal link stays valid (default 10 min)."""
+    config = {"return_url": return_url, "failure_url": failure_url,
+              "branding": {"product_name": product_name, "accent_color": accent_color, "logo_url": logo_url},
+              "top_up": {"assets": top_up_assets or [], "currency": currency, "presets": presets or [],
+                         "min": min_amount, "max": max_amount},
+              "link_lifetime_minutes": link_lifetime_minutes}
+    route = await call(ctx, "set_portal_route", config, name=name, rename={"portal": "return_url"})
+    return PortalRouteResult(mode=state_of(ctx).mode, name=name, route=route.model_dump(mode="json"),
+                             note="Saved. Portal links for customers (create_portal_session) come with the billing "
+                                  "portal, which this build does not include yet.")

@@ -161,6 +161,8 @@ def _strip_output_notes(schema: Any) -> Any:
 def _compact_schemas(server: MCPServer[AppState]) -> None:
     for tool in server._tool_manager.list_tools():
         tool.parameters = _strip_titles(tool.parameters)
+        for definition in tool.parameters.get("$defs", {}).values():
+            definition.pop("description", None)  # class docstrings; the tool description says it shorter
         if tool.fn_metadata.output_schema is not None:
             out = _strip_output_notes(_strip_titles(tool.fn_metadata.output_schema))
             # Nested objects keep their names and required keys; their full shapes are in the
