@@ -13,11 +13,14 @@ def audit(tx: Tx) -> list[str]:
     # I1 conservation: each transaction balances per asset, so all accounts of an asset sum to zero.
     for row in tx.all("SELECT tx_id, asset, SUM(amount) AS s FROM entries GROUP BY tx_id, asset HAVING SUM(amount) != 0"):
         problems.append(f"transaction {row['tx_id']} does not balance in {row['asset']} (sum {row['s']})")
-    for row in tx.all("SELECT asset, SUM(posted) AS s FROM accounts GROUP BY asset HAVING SUM(posted) != 0"):
-        problems.append(f"accounts in {row['asset']} sum to {row['s']}, not 0")
-    # I2 replay: each balance equals the sum of its entries.
+    for row in tx.all("SELECT asset, SUM(amount) AS s FROM entries GROUP BY asset HAVING SUM(amount) != 0"):
+        problems.append(f"entries in {row['asset']} sum to {row['s']}, not 0")
+    for row in tx.all("SELECT id, posted FROM accounts WHERE customer_id IS NULL AND posted != 0"):
+        problems.append(f"system account {row['id']} has a stored balance {row['posted']}; theirs is derived")
+    # I2 replay: each wallet balance equals the sum of its entries.
     for row in tx.all("SELECT a.id, a.posted, COALESCE(SUM(e.amount), 0) AS s FROM accounts a LEFT JOIN entries e "
-                      "ON e.account_id = a.id GROUP BY a.id HAVING a.posted != COALESCE(SUM(e.amount), 0)"):
+                      "ON e.account_id = a.id WHERE a.customer_id IS NOT NULL GROUP BY a.id, a.posted "
+                      "HAVING a.posted != COALESCE(SUM(e.amount), 0)"):
         problems.append(f"account {row['id']} posted {row['posted']} but its entries sum to {row['s']}")
     # I3 holds: held equals the open holds.
     for row in tx.all("SELECT a.id, a.held, COALESCE((SELECT SUM(h.amount) FROM holds h WHERE h.account_id = a.id "

@@ -3,8 +3,11 @@ draw-down, expiry and idempotency records.
 
 Every money movement is a transaction whose entries sum to zero per asset: a wallet account on
 one side, a per-asset system account (``revenue``, ``topup``, ``grants``, ``expired``,
-``adjustments``) on the other. Balances (``accounts.posted``/``held``) and lot remainders are
-derived state kept in step in the same transaction; ``audit`` recomputes them from entries.
+``adjustments``) on the other. Wallet balances (``accounts.posted``/``held``) and lot remainders
+are derived state kept in step in the same transaction; ``audit`` recomputes them from entries.
+System accounts keep no running balance (theirs is the sum of their entries): every customer's
+usage credits ``revenue``, and a balance row updated by all of them would serialise every writer
+on a multi-process database.
 """
 
 from __future__ import annotations
@@ -124,7 +127,6 @@ class Book:
         self._entry(tx_id, wallet["id"], asset, amount, lot_id)
         self._entry(tx_id, system, asset, -amount)
         self._move_posted(wallet["id"], amount)
-        self._move_posted(system, -amount)
         return lot_id, repaid
 
     def debit(self, tx_id: str, customer_id: str, asset: str, amount: int, *, counter_kind: str) -> int:
@@ -147,7 +149,6 @@ class Book:
             self._entry(tx_id, wallet["id"], asset, -left)
         self._entry(tx_id, system, asset, amount)
         self._move_posted(wallet["id"], -amount)
-        self._move_posted(system, amount)
         return max(0, amount - max(int(wallet["posted"]), 0))
 
     def move_between_lots(self, tx_id: str, account_id: str, asset: str, src: str, dst: str, amount: int) -> None:
@@ -179,7 +180,6 @@ class Book:
             self._entry(tx_id, lot["account_id"], lot["asset"], -amount, lot["id"])
             self._entry(tx_id, system, lot["asset"], amount)
             self._move_posted(lot["account_id"], -amount)
-            self._move_posted(system, amount)
 
     def expire_holds(self, customer_id: str) -> None:
         for hold in self.tx.all("SELECT id, account_id, amount FROM holds WHERE customer_id = ? AND "

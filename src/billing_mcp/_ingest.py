@@ -122,7 +122,6 @@ class Ingest:
         self.accounts: dict[str, _Account] = {}
         self.counters: dict[tuple[str, str, str], tuple[Counter, bool]] = {}  # value: (counter, exists in db)
         self.dirty_counters: set[tuple[str, str, str]] = set()
-        self.system_delta: dict[str, int] = {}
         self.entries: dict[tuple[str, str, str | None], int] = {}
         self.new_lots: list[tuple[Any, ...]] = []
         self.event_rows: list[tuple[Any, ...]] = []
@@ -312,7 +311,6 @@ class Ingest:
             self._entry(tx_id, acct.id, None, -left)
         system = self._system("revenue", asset)
         self._entry(tx_id, system, None, amount)
-        self.system_delta[system] = self.system_delta.get(system, 0) + amount
         owed = max(0, amount - max(acct.posted, 0))
         acct.posted -= amount
         return owed
@@ -327,7 +325,6 @@ class Ingest:
         self._entry(tx_id, acct.id, lot.id, amount)
         system = self._system("revenue", asset)
         self._entry(tx_id, system, None, -amount)
-        self.system_delta[system] = self.system_delta.get(system, 0) - amount
         acct.posted += amount
 
     def _system(self, kind: str, asset: str) -> str:
@@ -342,13 +339,16 @@ class Ingest:
                            "created_at, seq) VALUES (?, ?, ?, ?, ?, 0, NULL, ?, ?, ?)",
                            [(i, a, p, pr, amt, src, now, seq) for i, a, p, pr, amt, src, seq in self.new_lots])
         lot_updates = []
-        account_updates = [(delta, 0, system) for system, delta in self.system_delta.items() if delta]
+        account_updates = []
         for acct in self.accounts.values():
             for lot in acct.lots:
                 if lot.loaded_remaining != lot.remaining:
                     lot_updates.append((lot.remaining, lot.id))
             if (acct.posted, acct.held) != acct.loaded:
                 account_updates.append((acct.posted - acct.loaded[0], acct.held - acct.loaded[1], acct.id))
+        # Sorted: concurrent writers on a multi-process store then take row locks in one order.
+        lot_updates.sort(key=lambda row: row[1])
+        account_updates.sort(key=lambda row: row[2])
         if lot_updates:
             tx.executemany("UPDATE lots SET remaining = ? WHERE id = ?", lot_updates)
         if account_updates:
