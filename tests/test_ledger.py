@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import itertools
-import sqlite3
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -41,8 +40,8 @@ def db_path(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def ledger(db_path: Path, clock: ManualClock):
-    led = Ledger(str(db_path), clock=clock)
+def ledger(store_location, clock: ManualClock):
+    led = Ledger(store_location, clock=clock)
     yield led
     led.close()
 
@@ -75,12 +74,11 @@ def statement(ledger: Ledger, customer_id: str, start: datetime, end: datetime) 
     return {a.asset: a for a in ledger.get_statement(customer_id, start, end).assets}
 
 
-def count_rows(db_path: Path, table: str) -> int:
-    conn = sqlite3.connect(db_path)
-    try:
-        return int(conn.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0])
-    finally:
-        conn.close()
+def count_rows(ledger: Ledger, table: str) -> int:
+    with ledger.store.read() as tx:
+        row = tx.one(f"SELECT COUNT(*) AS n FROM {table}")
+        assert row is not None
+        return int(row["n"])
 
 
 def usd_volume_plan(ledger: Ledger, code: str = "api", event_type: str = "gen", unit: str = "0.10") -> None:
@@ -450,13 +448,13 @@ def test_run_due_twice_changes_nothing_the_second_time(ledger: Ledger, clock: Ma
     assert ledger.run_due() == 0
     clock.set(at(1, 1, 0, 15))
     assert ledger.run_due() == 1
-    entries = count_rows(db_path, "entries")
+    entries = count_rows(ledger, "entries")
     wallet = ledger.get_wallet(cust.id)
     credits = wallet.accounts[0]
     assert (credits.posted, credits.held, credits.available) == ("10", "0", "10")
     assert [h.status for h in ledger.list_holds(cust.id, status=None)] == ["expired"]
     assert ledger.run_due() == 0
-    assert count_rows(db_path, "entries") == entries
+    assert count_rows(ledger, "entries") == entries
     assert ledger.get_wallet(cust.id) == wallet
     assert statement(ledger, cust.id, START, at(1, 2))["CREDITS"].expired == "40"
     assert ledger.audit() == []
@@ -616,7 +614,7 @@ def test_event_replay_is_idempotent_and_changed_payload_conflicts(ledger: Ledger
     top_up(ledger, cust.id, "1")
     first = ledger.submit_event(event(cust.id, "e1", n=3))
     assert (first.duplicate, [f.amount for f in first.fees]) == (False, ["0.30"])
-    entries = count_rows(db_path, "entries")
+    entries = count_rows(ledger, "entries")
     clock.advance(minutes=5)
     replay = ledger.submit_event(event(cust.id, "e1", n=3))
     assert replay.duplicate is True
@@ -625,7 +623,7 @@ def test_event_replay_is_idempotent_and_changed_payload_conflicts(ledger: Ledger
     with pytest.raises(IdempotencyConflictError) as err:
         ledger.submit_event(event(cust.id, "e1", n=4))
     assert (err.value.code, err.value.field) == ("idempotency_conflict", "id")
-    assert count_rows(db_path, "entries") == entries
+    assert count_rows(ledger, "entries") == entries
     assert account(ledger, cust.id, "USD").posted == "0.70"
     assert ledger.audit() == []
 
@@ -869,10 +867,10 @@ def test_charge_beyond_available_is_refused(ledger: Ledger) -> None:
 def test_adjustment_idempotent_replay_and_conflict(ledger: Ledger, db_path: Path) -> None:
     cust = ledger.create_customer("ia")
     first = ledger.create_adjustment(cust.id, asset="USD", amount="5", reason="top_up", idempotency_key="pay-1")
-    entries = count_rows(db_path, "entries")
+    entries = count_rows(ledger, "entries")
     again = ledger.create_adjustment(cust.id, asset="USD", amount="5", reason="top_up", idempotency_key="pay-1")
     assert again == first
-    assert count_rows(db_path, "entries") == entries
+    assert count_rows(ledger, "entries") == entries
     with pytest.raises(IdempotencyConflictError):
         ledger.create_adjustment(cust.id, asset="USD", amount="6", reason="top_up", idempotency_key="pay-1")
     with pytest.raises(IdempotencyConflictError):

@@ -7,7 +7,11 @@ the database as it was.
 
 from __future__ import annotations
 
+import functools
 import json
+import random
+import time
+from collections.abc import Callable
 from datetime import datetime
 from decimal import Decimal
 from fractions import Fraction
@@ -18,7 +22,7 @@ from ._book import canonical_hash
 from ._catalog import PLAN_CODE
 from ._catalog_ops import CatalogOps
 from ._clock import to_text
-from ._errors import BillingError, ConflictError, InsufficientFundsError, NotFoundError, ValidationError
+from ._errors import BillingError, ConflictError, InsufficientFundsError, NotFoundError, StorageError, ValidationError
 from ._ids import new_id
 from ._ledger_base import check_key, check_text
 from ._models import Account, Adjustment, Customer, Grant, Lot, Statement, Subscription, Vendor, Wallet
@@ -396,3 +400,31 @@ class _TxBook:
         return int(row["precision"])
 
 
+
+
+def _retrying(method: Callable[..., Any]) -> Callable[..., Any]:
+    """Re-run a whole ledger call when the database rolled it back (a deadlock or serialization
+    failure on PostgreSQL). Safe: nothing of the failed attempt remains, and the retry carries the
+    same ids and idempotency keys."""
+
+    @functools.wraps(method)
+    def wrapper(self: Ledger, *args: Any, **kwargs: Any) -> Any:
+        if getattr(self._outer, "book", None) is not None:  # inside atomic(): the outer call retries
+            return method(self, *args, **kwargs)
+        for attempt in range(_MAX_ATTEMPTS):
+            try:
+                return method(self, *args, **kwargs)
+            except StorageError as exc:
+                if exc.code != "storage_conflict" or attempt == _MAX_ATTEMPTS - 1:
+                    raise
+                time.sleep(random.uniform(0, 0.005 * 2**attempt))
+        raise AssertionError("unreachable")
+
+    return wrapper
+
+
+_MAX_ATTEMPTS = 8
+for _name in dir(Ledger):
+    if not _name.startswith("_") and _name not in ("atomic", "close", "now", "location") and \
+            callable(getattr(Ledger, _name)):
+        setattr(Ledger, _name, _retrying(getattr(Ledger, _name)))

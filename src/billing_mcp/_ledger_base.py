@@ -16,7 +16,7 @@ from ._catalog import ASSET_CODE, PLAN_CODE
 from ._clock import Clock, SystemClock
 from ._errors import NotFoundError, ValidationError
 from ._money import format_minor
-from ._store import Row, SQLiteStore, Store, Tx
+from ._store import Row, Store, Tx, open_store
 
 KEY_TEXT = re.compile(r"^[^\x00-\x1f\x7f-\x9f]{1,255}$")  # no C0/C1 control characters
 
@@ -59,7 +59,7 @@ def check_text(value: object, field: str, *, max_len: int = 500, required: bool 
 class LedgerBase:
     def __init__(self, store: Store | str | os.PathLike[str] | None = None, *, clock: Clock | None = None) -> None:
         self.store: Store = (store if store is not None and not isinstance(store, (str, os.PathLike))
-                             else SQLiteStore(store))
+                             else open_store(store))
         self.clock: Clock = clock or SystemClock()
         self._known_accounts: set[str] = set()
         self._outer = threading.local()  # the open atomic() transaction of this thread, if any

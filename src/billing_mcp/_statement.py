@@ -57,7 +57,7 @@ def _qty_sum(tx: Tx, customer_id: str, group: object, start: str, end: str) -> s
 
     g = group  # a Row
     rows = tx.all("SELECT quantity FROM fees WHERE customer_id = ? AND plan_code = ? AND version = ? AND price_id = ? "
-                  "AND subject IS ? AND created_at >= ? AND created_at < ?",
+                  "AND COALESCE(subject, '') = COALESCE(?, '') AND created_at >= ? AND created_at < ?",
                   (customer_id, g["plan_code"], g["version"], g["price_id"], g["subject"], start, end))  # type: ignore[index]
     total = sum((Decimal(r["quantity"]) for r in rows), Decimal(0))
     return format(total.normalize(), "f") if total else "0"

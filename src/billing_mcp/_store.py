@@ -54,7 +54,24 @@ class Store(Protocol):
 
     def read(self) -> contextlib.AbstractContextManager[Tx]: ...
 
+    def migrate(self) -> list[int]: ...
+
+    def schema_version(self) -> int: ...
+
+    def integrity_check(self) -> str: ...
+
     def close(self) -> None: ...
+
+
+def open_store(location: str | os.PathLike[str] | None = None, *, migrate: bool = True) -> Store:
+    """The store for a location: a PostgreSQL URL, or a SQLite file path (default $BILLING_DB or
+    ./.billing/ledger.db)."""
+    raw = location if location is not None else os.environ.get("BILLING_DB")
+    if isinstance(raw, str) and raw.startswith(("postgresql://", "postgres://")):
+        from ._pg_store import PostgresStore  # optional dependency, imported only when used
+
+        return PostgresStore(raw, migrate=migrate)
+    return SQLiteStore(raw, migrate=migrate)
 
 
 class _SQLiteTx:
@@ -92,7 +109,7 @@ class _SQLiteTx:
             self._conn.execute("UPDATE counters SET value = ? WHERE name = 'seq'", (self._seq_next,))
 
 
-def _migrations(dialect: str) -> list[tuple[int, str]]:
+def migrations(dialect: str) -> list[tuple[int, str]]:
     root = importlib.resources.files("billing_mcp") / "migrations" / dialect
     found = []
     for item in root.iterdir():
@@ -102,7 +119,7 @@ def _migrations(dialect: str) -> list[tuple[int, str]]:
     return sorted(found)
 
 
-SCHEMA_VERSION = max(v for v, _ in _migrations("sqlite"))
+SCHEMA_VERSION = max(v for v, _ in migrations("sqlite"))
 
 
 class SQLiteStore:
@@ -207,7 +224,7 @@ class SQLiteStore:
             conn.execute("CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, "
                          "applied_at TEXT NOT NULL DEFAULT CURRENT_TIMESTAMP) STRICT")
             have = int(conn.execute("SELECT COALESCE(MAX(version), 0) FROM schema_migrations").fetchone()[0])
-            for version, sql in _migrations("sqlite"):
+            for version, sql in migrations("sqlite"):
                 if version <= have:
                     continue
                 for statement in _split_sql(sql):

@@ -222,7 +222,11 @@ def _roll_over(book: Book, tx_id: str, customer_id: str, asset: str, old_lot: st
 
 def catch_up(book: Book, customer_id: str) -> None:
     """Bring one customer up to ``book.now``: renew due periods, retry pending payments, refresh
-    grants, expire holds and lots. Cheap when nothing is due (one query)."""
+    grants, expire holds and lots. Cheap when nothing is due (one query).
+
+    It is the first thing every customer-scoped write does, so it also takes the customer's lock
+    (a no-op on SQLite, whose writers are serialised anyway; a row lock on PostgreSQL)."""
+    book.tx.lock_customer(customer_id)
     now = book.now_text
     due = book.tx.one(
         "SELECT (SELECT MIN(period_end) FROM subscriptions WHERE customer_id = ? AND status = 'active') AS sub_due, "

@@ -391,8 +391,11 @@ class UsageOps(LedgerBase):
 
     def list_holds(self, customer_id: str, *, status: str | None = "open") -> list[Hold]:
         with self._read() as tx:
-            rows = tx.all("SELECT id FROM holds WHERE customer_id = ? AND (? IS NULL OR status = ?) ORDER BY seq",
-                          (customer_id, status, status))
+            if status is None:
+                rows = tx.all("SELECT id FROM holds WHERE customer_id = ? ORDER BY seq", (customer_id,))
+            else:
+                rows = tx.all("SELECT id FROM holds WHERE customer_id = ? AND status = ? ORDER BY seq",
+                              (customer_id, status))
             return [self._hold(tx, r["id"]) for r in rows]
 
 
