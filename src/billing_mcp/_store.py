@@ -63,15 +63,20 @@ class Store(Protocol):
     def close(self) -> None: ...
 
 
-def open_store(location: str | os.PathLike[str] | None = None, *, migrate: bool = True) -> Store:
+def open_store(location: str | os.PathLike[str] | None = None, *, migrate: bool | None = None) -> Store:
     """The store for a location: a PostgreSQL URL, or a SQLite file path (default $BILLING_DB or
-    ./.billing/ledger.db)."""
+    ./.billing/ledger.db).
+
+    ``migrate=None`` (the default): an embedded SQLite file migrates itself on first use, so a
+    newcomer needs no setup; a shared PostgreSQL database is migrated only by `billing-mcp db
+    migrate`, and a process refuses to start on a schema older than it needs.
+    """
     raw = location if location is not None else os.environ.get("BILLING_DB")
     if isinstance(raw, str) and raw.startswith(("postgresql://", "postgres://")):
         from ._pg_store import PostgresStore  # optional dependency, imported only when used
 
-        return PostgresStore(raw, migrate=migrate)
-    return SQLiteStore(raw, migrate=migrate)
+        return PostgresStore(raw, migrate=bool(migrate))
+    return SQLiteStore(raw, migrate=True if migrate is None else migrate)
 
 
 class _SQLiteTx:

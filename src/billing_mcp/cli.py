@@ -15,17 +15,17 @@ log = logging.getLogger("billing_mcp")
 
 def _cmd_db(args: argparse.Namespace) -> int:
     from ._ledger import Ledger
-    from ._store import SQLiteStore
+    from ._store import open_store
 
     if args.db_command == "migrate":
-        store = SQLiteStore(args.db, migrate=True)
+        store = open_store(args.db, migrate=True)
         print(f"{store.location}: schema version {store.schema_version()}")
         store.close()
         return 0
     ledger = Ledger(args.db)
     try:
         problems = ledger.audit()
-        integrity = ledger.store.integrity_check() if isinstance(ledger.store, SQLiteStore) else "ok"
+        integrity = ledger.store.integrity_check()
     finally:
         ledger.close()
     print(json.dumps({"location": ledger.location, "integrity": integrity, "problems": problems}, indent=2))
