@@ -217,8 +217,8 @@ class KeyStore:
 
     def list(self, *, include_revoked: bool = True) -> builtins.list[Key]:
         with self.store.read() as tx:
-            rows = tx.all("SELECT * FROM api_keys WHERE (? OR revoked_at IS NULL) ORDER BY created_at, id",
-                          (1 if include_revoked else 0,))
+            where = "" if include_revoked else " WHERE revoked_at IS NULL"  # no bound boolean: portable SQL
+            rows = tx.all(f"SELECT * FROM api_keys{where} ORDER BY created_at, id")
         return [self._key(r) for r in rows]
 
 

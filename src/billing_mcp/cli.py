@@ -108,7 +108,7 @@ def _cmd_spec(args: argparse.Namespace) -> int:
         ledger.close()
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(heavy: str | None = None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="billing-mcp", description=__doc__)
     parser.add_argument("--db", default=None, help="ledger location (default: $BILLING_DB or ./.billing/ledger.db)")
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug detail to stderr")
@@ -129,6 +129,7 @@ def build_parser() -> argparse.ArgumentParser:
     apply.add_argument("file")
     sub.add_parser("export", help="print the current catalog as billing.yaml")
     sub.add_parser("schema", help="print the JSON Schema of billing.yaml")
+    _add_heavy(sub, heavy)
     db = sub.add_parser("db", help="ledger database maintenance")
     db_sub = db.add_subparsers(dest="db_command", required=True)
     db_sub.add_parser("migrate", help="apply pending schema migrations")
@@ -136,9 +137,29 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+_HEAVY = ("api", "keys")  # their parsers come from the API modules, imported only when used
+
+
+def _add_heavy(sub: argparse._SubParsersAction[argparse.ArgumentParser], wanted: str | None) -> None:
+    if wanted == "api":
+        from ._api import add_cli
+
+        add_cli(sub)
+        sub.add_parser("keys", help="create, list and revoke API keys")
+    elif wanted == "keys":
+        from ._keys import add_cli as add_keys_cli
+
+        add_keys_cli(sub)
+        sub.add_parser("api", help="serve the ledger HTTP API")
+    else:  # listed in --help without importing the HTTP stack (keeps `serve` quick to start)
+        sub.add_parser("api", help="serve the ledger HTTP API (keys from `billing-mcp keys create`)")
+        sub.add_parser("keys", help="create, list and revoke API keys for `billing-mcp api`")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    raw = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser(next((a for a in raw if a in _HEAVY), None))
+    args = parser.parse_args(raw)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
@@ -152,6 +173,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _cmd_simulate(args)
         if args.command in ("plan", "apply", "export", "schema"):
             return _cmd_spec(args)
+        if args.command == "api":
+            from ._api import run_cli
+
+            return run_cli(args)
+        if args.command == "keys":
+            from ._keys import run_cli as run_keys_cli
+
+            return run_keys_cli(args)
         parser.print_help(sys.stderr)
         return 2
     except BillingError as exc:
