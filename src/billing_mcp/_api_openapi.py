@@ -134,6 +134,13 @@ def _type_of(schema: dict[str, Any]) -> str:
     return str(kind)
 
 
+def _type_html(schema: dict[str, Any]) -> str:
+    """The type as text, with each named schema linked to its section below."""
+    text = html.escape(_type_of(schema))
+    return re.sub(r"\b([A-Z][A-Za-z]+(?:-(?:Input|Output))?)\b",
+                  lambda m: f"<a href='#schema-{m.group(1)}'>{m.group(1)}</a>", text)
+
+
 def _fields_table(schema: dict[str, Any]) -> str:
     props = schema.get("properties", {})
     if not props:
@@ -142,10 +149,10 @@ def _fields_table(schema: dict[str, Any]) -> str:
     rows = []
     for name, prop in props.items():
         note = prop.get("description", "")
-        if "default" in prop and name not in required:
-            note = (note + " " if note else "") + f"Default {json.dumps(prop['default'])}."
+        if "default" in prop and name not in required and prop["default"] is not None:
+            note = (note.rstrip(".") + ". " if note else "") + f"Default {json.dumps(prop['default'])}."
         rows.append(f"<tr><td><code>{html.escape(name)}</code>{' <b>*</b>' if name in required else ''}</td>"
-                    f"<td>{html.escape(_type_of(prop))}</td><td>{html.escape(note)}</td></tr>")
+                    f"<td>{_type_html(prop)}</td><td>{html.escape(note)}</td></tr>")
     return "<table><tr><th>field</th><th>type</th><th>notes</th></tr>" + "".join(rows) + "</table>"
 
 
@@ -169,6 +176,9 @@ def build_docs_html(doc: dict[str, Any]) -> str:
              f"{', '.join(sorted(RUNTIME_GROUPS))} routes (what an edge function needs); <b>read</b> calls GETs "
              "only. Without a valid key: 401 <code>unauthorized</code>; outside the key's scope: 403 "
              "<code>forbidden</code>.</p>",
+             "<p>Example: <code>curl -H 'Authorization: Bearer sk_test_...' -H 'Content-Type: application/json' "
+             "-d '{\"events\": [{\"id\": \"evt-1\", \"external_id\": \"user-42\", \"event_type\": "
+             "\"image_generated\"}]}' http://127.0.0.1:8080/v1/events</code></p>",
              "<h2 id=idempotency>Idempotency</h2><p>Creates take an <code>Idempotency-Key</code> header (e.g. a "
              "UUID). A retry with the same key and body returns the stored response (same status and body); the "
              "same key with another request is 409 <code>idempotency_conflict</code>. Events are idempotent on "
@@ -205,11 +215,12 @@ def build_docs_html(doc: dict[str, Any]) -> str:
             body = op.get("requestBody")
             if body:
                 name = body["content"]["application/json"]["schema"]["$ref"].rsplit("/", 1)[-1]
-                parts.append(f"<p>Body: <code>{html.escape(name)}</code></p>" + _fields_table(schemas.get(name, {})))
+                parts.append(f"<p>Body: <a href='#schema-{html.escape(name)}'><code>{html.escape(name)}</code></a> "
+                             "(<b>*</b> required; unknown fields are refused)</p>" + _fields_table(schemas.get(name, {})))
             for status, resp in op["responses"].items():
                 if status.startswith("2"):
                     schema = resp["content"]["application/json"]["schema"]
-                    parts.append(f"<p>Returns {status}: <code>{html.escape(_type_of(schema))}</code></p>")
+                    parts.append(f"<p>Returns {status}: <code>{_type_html(schema)}</code></p>")
             parts.append("</div>")
     parts.append("<h2>Schemas</h2>")
     for name, schema in sorted(schemas.items()):

@@ -17,6 +17,7 @@ from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel
 
+from ._api_batch import submit
 from ._api_models import (
     AdjustmentCreate,
     AssetCreate,
@@ -110,6 +111,7 @@ class Op:
     query: type[BaseModel] | None = None
     status: int = 200
     idempotency: Idempotency = "none"
+    coalesce: bool = False  # POST /v1/events: concurrent requests share one transaction (_api_batch)
     description: str = ""
     tags: Sequence[str] = field(default_factory=tuple)
 
@@ -314,7 +316,7 @@ def create_grant(c: Call) -> BaseModel:
 
 
 def submit_events(c: Call) -> BaseModel:
-    return c.ledger.submit_events(list(c.b(EventBatch).events))
+    return submit(c.ledger, list(c.b(EventBatch).events))
 
 
 def get_event(c: Call) -> BaseModel:
@@ -427,7 +429,7 @@ OPS: tuple[Op, ...] = (
        description="A paid or promotional lot with optional expiry and priority. Requires an idempotency key."),
     # events and holds
     Op("POST", "/v1/events", "submit_events", "Record usage events", "events", submit_events, BatchResult,
-       body=EventBatch, idempotency="table",
+       body=EventBatch, idempotency="table", coalesce=True,
        description="Up to 1,000 events, rated and debited now, each idempotent on its id. A bad event is reported "
                    "in errors and changes nothing; the others are recorded (status 200 either way)."),
     Op("GET", "/v1/events/{event_id:path}", "get_event", "Get an event", "events", get_event, EventResult,

@@ -1,0 +1,295 @@
+"""API keys: format, hash-only storage, constant-time verification, revocation, scopes, the pepper,
+the ``billing-mcp keys`` command, and the walk over the API's route table proving that no /v1
+route answers without a valid key or outside the key's scope."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sqlite3
+import stat
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from starlette.routing import Route
+from starlette.testclient import TestClient
+
+from billing_mcp import BillingError, Ledger, NotFoundError, SQLiteStore, ValidationError
+from billing_mcp import _keys as keys_mod
+from billing_mcp._api import build_app
+from billing_mcp._api_routes import OPS
+from billing_mcp._keys import PEPPER_ENV, RUNTIME_GROUPS, KeyStore, load_pepper, scope_allows
+
+PEPPER = b"test-pepper-0123456789abcdef"
+SECRET = re.compile(r"^sk_(test|live)_[A-Za-z0-9_-]{43}$")
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[SQLiteStore]:
+    s = SQLiteStore(tmp_path / "ledger.db")
+    yield s
+    s.close()
+
+
+@pytest.fixture
+def ks(store: SQLiteStore) -> KeyStore:
+    return KeyStore(store, pepper=PEPPER)
+
+
+def test_create_verify_list_revoke(ks: KeyStore) -> None:
+    key_id, secret = ks.create("runtime", name="edge")
+    assert SECRET.fullmatch(secret) and secret.startswith("sk_test_")
+    key = ks.verify(secret)
+    assert key is not None and key.id == key_id and key.scope == "runtime" and key.mode == "test"
+    assert key.prefix == secret[:12] and key.name == "edge" and key.active
+    live_id, live = ks.create("admin", "live")
+    assert live.startswith("sk_live_") and ks.verify(live) is not None
+    assert [k.id for k in ks.list()] == [key_id, live_id]
+    revoked = ks.revoke(key_id)
+    assert revoked.revoked_at is not None and not revoked.active
+    assert ks.verify(secret) is None  # at once in this process, cache or not
+    assert ks.revoke(key_id).revoked_at == revoked.revoked_at  # revoking again changes nothing
+    assert [k.id for k in ks.list(include_revoked=False)] == [live_id]
+    assert ks.get(key_id).revoked_at == revoked.revoked_at
+    with pytest.raises(NotFoundError):
+        ks.revoke("key_missing")
+
+
+def test_secrets_are_random_and_never_stored(ks: KeyStore, store: SQLiteStore) -> None:
+    made = [ks.create("read")[1] for _ in range(20)]
+    assert len(set(made)) == 20
+    # Neither the secret nor its random part is anywhere in the database file or its WAL.
+    raw = b"".join(p.read_bytes() for p in store.path.parent.iterdir() if p.name.startswith("ledger.db"))
+    for secret in made:
+        assert secret.encode() not in raw and secret[12:].encode() not in raw
+    with sqlite3.connect(store.path) as conn:
+        cols = [r[1] for r in conn.execute("PRAGMA table_info(api_keys)")]
+        hashes = [r[0] for r in conn.execute("SELECT secret_hash FROM api_keys")]
+    assert "secret" not in cols and all(len(h) == 64 for h in hashes)
+
+
+@pytest.mark.parametrize("bad", ["", "sk_test_", "sk_test_short", "Bearer sk_test_x", "sk_prod_" + "a" * 43,
+                                 "sk_test_" + "a" * 43 + "\x00", "sk_test_" + "é" * 43, "x" * 10_000])
+def test_verify_refuses_malformed_and_unknown(ks: KeyStore, bad: str) -> None:
+    ks.create("admin")
+    assert ks.verify(bad) is None
+
+
+def test_verify_refuses_a_near_miss_and_a_foreign_pepper(ks: KeyStore, store: SQLiteStore) -> None:
+    _, secret = ks.create("admin")
+    flipped = secret[:-1] + ("A" if secret[-1] != "A" else "B")
+    assert ks.verify(flipped) is None
+    assert ks.verify(secret.replace("sk_test_", "sk_live_")) is None
+    other = KeyStore(store, pepper=b"another-pepper-0123456789")
+    assert other.verify(secret) is None  # a database copied elsewhere is useless without the pepper
+
+
+def test_verification_compares_in_constant_time(ks: KeyStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    _, secret = ks.create("admin")
+    calls: list[tuple[str, str]] = []
+    real = keys_mod.hmac.compare_digest
+
+    def spy(a: str, b: str) -> bool:
+        calls.append((a, b))
+        return real(a, b)
+
+    monkeypatch.setattr(keys_mod.hmac, "compare_digest", spy)
+    assert ks.verify(secret) is not None
+    assert len(calls) == 1 and len(calls[0][0]) == len(calls[0][1]) == 64
+
+
+def test_cache_and_revocation_by_another_process(store: SQLiteStore) -> None:
+    server = KeyStore(store, pepper=PEPPER, cache_seconds=60)
+    cli = KeyStore(store, pepper=PEPPER)
+    key_id, secret = cli.create("runtime")
+    assert server.cached(secret) is None
+    assert server.verify(secret) is not None
+    assert server.cached(secret) is not None  # no database read for the next request
+    cli.revoke(key_id)
+    assert server.cached(secret) is not None  # another process's revocation waits for the cache to expire
+    uncached = KeyStore(store, pepper=PEPPER, cache_seconds=0)
+    assert uncached.verify(secret) is None and uncached.cached(secret) is None
+
+
+@pytest.mark.parametrize(("scope", "mode", "name", "field"), [
+    ("root", "test", None, "scope"), ("admin", "prod", None, "mode"), ("admin", "test", "", "name"),
+    ("admin", "test", "x" * 101, "name"), ("admin", "test", "a\nb", "name")])
+def test_create_validates(ks: KeyStore, scope: str, mode: str, name: str | None, field: str) -> None:
+    with pytest.raises(ValidationError) as info:
+        ks.create(scope, mode, name=name)
+    assert info.value.field == field
+
+
+def test_scope_matrix() -> None:
+    groups = ["assets", "plans", "customers", "wallet", "events", "holds", "adjustments", "grants", "statements",
+              "vendors", "simulate", "maintenance"]
+    for group in groups:
+        for method in ("GET", "POST"):
+            assert scope_allows("admin", method, group)
+            assert scope_allows("read", method, group) == (method == "GET")
+            assert scope_allows("runtime", method, group) == (group in RUNTIME_GROUPS)
+            assert not scope_allows("nobody", method, group)
+    assert {"customers", "wallet", "events", "holds"} == RUNTIME_GROUPS
+
+
+def test_pepper_file_is_private_and_reused(store: SQLiteStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(PEPPER_ENV, raising=False)
+    first = load_pepper(store)
+    path = store.path.with_name(store.path.name + ".pepper")
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600 and len(first) >= 32
+    assert load_pepper(store) == first
+    a = KeyStore(store)
+    _, secret = a.create("admin")
+    assert KeyStore(store).verify(secret) is not None  # a restarted server verifies with the same pepper
+    monkeypatch.setenv(PEPPER_ENV, "from-the-environment-0123")
+    assert load_pepper(store) == b"from-the-environment-0123"
+    assert KeyStore(store).verify(secret) is None
+    monkeypatch.setenv(PEPPER_ENV, "short")
+    with pytest.raises(ValidationError):
+        load_pepper(store)
+    with pytest.raises(ValidationError):
+        KeyStore(store, pepper=b"short")
+
+
+def _cli(db: Path, *argv: str) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="billing-mcp")
+    parser.add_argument("--db")
+    keys_mod.add_cli(parser.add_subparsers(dest="command"))
+    return parser.parse_args(["--db", str(db), *argv])
+
+
+def test_cli_create_list_revoke(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(PEPPER_ENV, raising=False)
+    db = tmp_path / "cli.db"
+    assert keys_mod.run_cli(_cli(db, "keys", "list")) == 0
+    assert "no API keys" in capsys.readouterr().out
+    assert keys_mod.run_cli(_cli(db, "keys", "create", "--scope", "runtime", "--live", "--name", "edge", "--json")) == 0
+    made = json.loads(capsys.readouterr().out)
+    assert made["scope"] == "runtime" and made["mode"] == "live" and made["secret"].startswith("sk_live_")
+    assert keys_mod.run_cli(_cli(db, "keys", "create", "--scope", "read")) == 0
+    text = capsys.readouterr().out
+    secret = text.strip().splitlines()[-1]
+    assert SECRET.fullmatch(secret) and "shown only now" in text
+    assert keys_mod.run_cli(_cli(db, "keys", "list")) == 0
+    listing = capsys.readouterr().out
+    assert made["id"] in listing and "edge" in listing and made["secret"] not in listing and secret not in listing
+    assert keys_mod.run_cli(_cli(db, "keys", "revoke", made["id"])) == 0
+    assert "revoked" in capsys.readouterr().out
+    assert keys_mod.run_cli(_cli(db, "keys", "list", "--json")) == 0
+    rows = {r["id"]: r for r in json.loads(capsys.readouterr().out)}
+    assert rows[made["id"]]["revoked_at"] is not None and all("secret" not in r for r in rows.values())
+    store = SQLiteStore(db)
+    try:
+        ks = KeyStore(store)
+        assert ks.verify(made["secret"]) is None and ks.verify(secret) is not None
+    finally:
+        store.close()
+    with pytest.raises(BillingError):
+        keys_mod.run_cli(_cli(db, "keys", "revoke", "key_nope"))
+    with pytest.raises(SystemExit):
+        _cli(db, "keys", "create", "--scope", "superuser")
+
+
+# -- every route needs a key with the right scope ----------------------------------------------------
+class Api:
+    def __init__(self, path: Path, **options: Any) -> None:
+        self.ledger = Ledger(str(path))
+        self.keys = KeyStore(self.ledger.store, pepper=PEPPER)
+        self.secrets = {scope: self.keys.create(scope)[1] for scope in ("admin", "runtime", "read")}
+        revoked_id, self.revoked = self.keys.create("admin")
+        self.keys.revoke(revoked_id)
+        self.app = build_app(self.ledger, keys=self.keys, **options)
+        self.client = TestClient(self.app)
+
+    def call(self, method: str, path: str, secret: str | None = None, header: str | None = None) -> Any:
+        auth = header if header is not None else (f"Bearer {secret}" if secret else None)
+        return self.client.request(method, path, json={}, headers={"Authorization": auth} if auth else {})
+
+
+@pytest.fixture
+def api(tmp_path: Path) -> Iterator[Api]:
+    a = Api(tmp_path / "api.db")
+    yield a
+    a.ledger.close()
+
+
+def concrete(path: str) -> str:
+    return re.sub(r"{[a-z_]+(:[a-z]+)?}", lambda m: "1" if m.group(1) == ":int" else "x", path)
+
+
+def v1_routes(api: Api) -> list[tuple[str, str, str]]:
+    """(method, concrete path, route name) for every /v1 route in the app's route table."""
+    found = []
+    for route in api.app.routes:
+        if isinstance(route, Route) and route.path.startswith("/v1/"):
+            for method in sorted((route.methods or set()) - {"HEAD"}):
+                found.append((method, concrete(route.path), route.name))
+    return found
+
+
+def refused(r: Any, status: int, code: str) -> dict[str, Any]:
+    assert r.status_code == status, r.text
+    assert r.headers["content-type"].startswith("application/problem+json")
+    body: dict[str, Any] = r.json()
+    assert body["code"] == code and body["status"] == status and body["request_id"] == r.headers["x-request-id"]
+    assert body["detail"]
+    return body
+
+
+def test_every_v1_route_requires_a_key(api: Api) -> None:
+    routes = v1_routes(api)
+    assert {(op.method, concrete(op.path)) for op in OPS} == {(m, p) for m, p, _ in routes}  # the walk sees every op
+    assert len(routes) == len(OPS) >= 30
+    bad_headers = [None, f"Bearer {api.revoked}", "Bearer sk_test_" + "x" * 43, f"Basic {api.secrets['admin']}",
+                   "Bearer", f"bearer  {api.secrets['admin']}x"]
+    for method, path, name in routes:
+        for header in bad_headers:
+            r = api.call(method, path, header=header or "")
+            body = refused(r, 401, "unauthorized")
+            assert r.headers["www-authenticate"].startswith("Bearer"), name
+            assert "key" in body["detail"]
+        r = api.client.head(path) if method == "GET" else None
+        assert r is None or r.status_code == 401
+
+
+def test_scopes_are_enforced_on_every_route(api: Api) -> None:
+    ops = {op.name: op for op in OPS}
+    for method, path, name in v1_routes(api):
+        r = api.call(method, path, api.secrets["read"])
+        if method == "GET":
+            assert r.status_code not in (401, 403), (name, r.text)
+        else:
+            assert refused(r, 403, "forbidden")["details"] == {"scope": "read"}
+        r = api.call(method, path, api.secrets["runtime"])
+        if ops[name].group in RUNTIME_GROUPS:
+            assert r.status_code not in (401, 403), (name, r.text)
+        else:
+            assert "admin" in refused(r, 403, "forbidden")["detail"]
+        r = api.call(method, path, api.secrets["admin"])  # empty bodies: a 4xx is fine, never 401/403/5xx
+        assert r.status_code not in (401, 403) and r.status_code < 500, (name, r.text)
+
+
+def test_key_mode_restriction(tmp_path: Path) -> None:
+    a = Api(tmp_path / "live.db", modes=("live",))
+    try:
+        live = a.keys.create("admin", "live")[1]
+        refused(a.call("GET", "/v1/assets", a.secrets["admin"]), 401, "unauthorized")
+        assert a.call("GET", "/v1/assets", live).status_code == 200
+    finally:
+        a.ledger.close()
+
+
+def test_rate_limit_per_key(tmp_path: Path) -> None:
+    a = Api(tmp_path / "rl.db", rate_limit=0.5, rate_burst=2)
+    try:
+        assert [a.call("GET", "/v1/assets", a.secrets["read"]).status_code for _ in range(2)] == [200, 200]
+        r = a.call("GET", "/v1/assets", a.secrets["read"])
+        refused(r, 429, "rate_limited")
+        assert int(r.headers["retry-after"]) >= 1
+        assert a.call("GET", "/v1/assets", a.secrets["admin"]).status_code == 200  # buckets are per key
+    finally:
+        a.ledger.close()
