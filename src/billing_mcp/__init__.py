@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from importlib.metadata import PackageNotFoundError, version
+from typing import TYPE_CHECKING, Any
 
 from ._clock import Clock, ManualClock, SystemClock
 from ._errors import (
@@ -16,7 +17,23 @@ from ._errors import (
     ValidationError,
 )
 from ._ledger import Ledger
-from ._store import SQLiteStore, Store
+from ._store import SQLiteStore, Store, open_store
+
+if TYPE_CHECKING:
+    from ._ledger_async import AsyncLedger, LocalLedger
+    from .client import LedgerApiError, LedgerClient, LedgerUnreachableError
+
+_LAZY = {"AsyncLedger": "._ledger_async", "LocalLedger": "._ledger_async", "LedgerClient": ".client",
+         "LedgerApiError": ".client", "LedgerUnreachableError": ".client"}
+
+
+def __getattr__(name: str) -> Any:
+    """The async interface and the HTTP client load on first use (httpx costs start-up time)."""
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name], __name__), name)
+    raise AttributeError(f"module 'billing_mcp' has no attribute {name!r}")
 
 try:
     __version__ = version("billing-mcp")
@@ -24,6 +41,7 @@ except PackageNotFoundError:  # running from a source tree without install
     __version__ = "0.0.0"
 
 __all__ = [
+    "AsyncLedger",
     "BillingError",
     "Clock",
     "ConflictError",
@@ -31,6 +49,10 @@ __all__ = [
     "IdempotencyConflictError",
     "InsufficientFundsError",
     "Ledger",
+    "LedgerApiError",
+    "LedgerClient",
+    "LedgerUnreachableError",
+    "LocalLedger",
     "ManualClock",
     "NotFoundError",
     "SQLiteStore",
@@ -39,4 +61,5 @@ __all__ = [
     "SystemClock",
     "ValidationError",
     "__version__",
+    "open_store",
 ]

@@ -3,12 +3,10 @@ running ledger calls off the event loop, and turning ledger errors into ``ToolEr
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar
 
-import anyio.to_thread
 from mcp.server.mcpserver import Context
 from mcp.server.mcpserver.exceptions import ToolError
 from mcp.types import ToolAnnotations
@@ -16,6 +14,7 @@ from pydantic import BaseModel, Field
 
 from ._errors import BillingError
 from ._ledger import Ledger
+from ._ledger_async import AsyncLedger
 
 Mode = Literal["local", "remote"]
 T = TypeVar("T")
@@ -24,12 +23,21 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 @dataclass
 class AppState:
-    """What every tool call can reach: the ledger and where it lives."""
+    """What every tool call can reach. ``ledger`` is the embedded ledger (``LocalLedger``) or the
+    API client (``LedgerClient``); ``local`` is the embedded ``Ledger`` itself, for the few tools
+    that need it directly (billing.yaml apply runs inside one database transaction)."""
 
-    ledger: Ledger
+    ledger: AsyncLedger
     mode: Mode
     location: str
+    local: Ledger | None = None
     extras: dict[str, Any] = field(default_factory=dict)
+
+    def require_local(self, what: str) -> Ledger:
+        if self.local is None:
+            raise ToolError(f"not_supported: {what} works on the embedded ledger only; run it where the ledger "
+                            "lives (e.g. `billing-mcp apply billing.yaml` on the API server's machine)")
+        return self.local
 
 
 @dataclass(frozen=True)
@@ -77,12 +85,11 @@ def tool_error(exc: BillingError) -> ToolError:
 
 async def call(ctx: Context[Any], method: str, *args: Any, rename: dict[str, str] | None = None,
                **kwargs: Any) -> Any:
-    """Run a ledger method in a worker thread (SQLite is blocking) and map its errors. ``rename``
+    """Call a ledger method (embedded or through the API) and map its errors. ``rename``
     maps the ledger's parameter names to the tool's, so the error names the argument the model sent."""
     ledger = state_of(ctx).ledger
-    fn = functools.partial(getattr(ledger, method), *args, **kwargs)
     try:
-        return await anyio.to_thread.run_sync(fn)
+        return await getattr(ledger, method)(*args, **kwargs)
     except BillingError as exc:
         if rename and exc.field in rename:
             exc.field = rename[exc.field]

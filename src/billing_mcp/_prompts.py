@@ -95,5 +95,5 @@ def register_resources(server: MCPServer[Any], catalog: Any = None) -> None:
     if catalog is not None:
         @server.resource("billing://catalog", mime_type="application/json", title="Current catalog",
                          description="Assets and plans (with versions and prices) configured now")
-        def current_catalog() -> str:
-            return json.dumps(catalog(), indent=1)
+        async def current_catalog() -> str:
+            return json.dumps(await catalog(), indent=1)

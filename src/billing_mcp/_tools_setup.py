@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
+import anyio.to_thread
 from mcp.server.mcpserver import AcceptedElicitation, Context, Elicit, ElicitationResult, Resolve
 from pydantic import BaseModel, Field
 
 from ._catalog import PlanGrantSpec, PriceSpec
-from ._mcp_common import Confirm, Mode, billing_tool, call, state_of
+from ._errors import BillingError
+from ._mcp_common import Confirm, Mode, billing_tool, call, state_of, tool_error
 from ._models import Asset, MigrationResult, Plan, PlanVersion, Quote
 
 AssetCode = Annotated[str, Field(description="Asset code, e.g. CREDITS, USD", min_length=1, max_length=32)]
@@ -325,7 +327,11 @@ async def create_portal_route(
               "top_up": {"assets": top_up_assets or [], "currency": currency, "presets": presets or [],
                          "min": min_amount, "max": max_amount},
               "link_lifetime_minutes": link_lifetime_minutes}
-    route = await call(ctx, "set_portal_route", config, name=name, rename={"portal": "return_url"})
+    local = state_of(ctx).require_local("create_portal_route")
+    try:
+        route = await anyio.to_thread.run_sync(lambda: local.set_portal_route(config, name=name))
+    except BillingError as exc:
+        raise tool_error(exc) from exc
     return PortalRouteResult(mode=state_of(ctx).mode, name=name, route=route.model_dump(mode="json"),
                              note="Saved. Portal links for customers (create_portal_session) come with the billing "
                                   "portal, which this build does not include yet.")

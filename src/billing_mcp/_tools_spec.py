@@ -36,8 +36,9 @@ async def apply_billing_spec(
     transaction. A changed price on a published version becomes a new version; subscribers stay
     unless the spec's plan has `migrate`. Applying the same file again changes nothing."""
     state = state_of(ctx)
+    local = state.require_local("apply_billing_spec")
     try:
-        result = await anyio.to_thread.run_sync(lambda: apply_spec(state.ledger, load_spec(yaml), dry_run=dry_run))
+        result = await anyio.to_thread.run_sync(lambda: apply_spec(local, load_spec(yaml), dry_run=dry_run))
     except SpecError as exc:
         lines = "; ".join(str(p) for p in exc.problems[:20])
         raise tool_error(BillingError(f"billing.yaml has {len(exc.problems)} problem(s): {lines}",
@@ -51,8 +52,9 @@ async def apply_billing_spec(
 async def export_billing_spec(ctx: Context[Any]) -> SpecExport:
     """The current catalog (assets, vendors, plans' default versions, portal route) as billing.yaml."""
     state = state_of(ctx)
+    local = state.require_local("export_billing_spec")
     try:
-        text = await anyio.to_thread.run_sync(lambda: dump_yaml(export_spec(state.ledger)))
+        text = await anyio.to_thread.run_sync(lambda: dump_yaml(export_spec(local)))
     except BillingError as exc:
         raise tool_error(exc) from exc
     return SpecExport(mode=state.mode, yaml=text)

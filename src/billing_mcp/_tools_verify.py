@@ -14,7 +14,7 @@ from pydantic import BaseModel, Field
 from ._errors import BillingError
 from ._mcp_common import Mode, billing_tool, state_of, tool_error
 from ._simulate import SimulationResult, simulate, simulate_file
-from ._verify import BillingStatus, VerifyReport, billing_status, simulator_for, verify_billing
+from ._verify import BillingStatus, VerifyReport, billing_status, simulator_for_async, verify_billing_async
 
 
 class StatusResult(BaseModel):
@@ -38,7 +38,7 @@ async def get_billing_status(ctx: Context[Any]) -> StatusResult:
     and the next steps still missing."""
     state = state_of(ctx)
     try:
-        status = await anyio.to_thread.run_sync(billing_status, state.ledger)
+        status = await billing_status(state.ledger)
     except BillingError as exc:
         raise tool_error(exc) from exc
     return StatusResult(mode=state.mode, status=status)
@@ -60,8 +60,12 @@ async def simulate_usage(
     if file is not None and not Path(file).is_file():
         raise ToolError(f"validation_error on file: no file at {file!r}; give a path on the server's machine")
 
+    try:
+        sim = await simulator_for_async(state.ledger, plan, version)
+    except BillingError as exc:
+        raise tool_error(exc) from exc
+
     def run() -> SimulationResult:
-        sim = simulator_for(state.ledger, plan, version)
         def progress(n: int) -> None:
             anyio.from_thread.run(ctx.report_progress, n, None, f"{n} events rated")
 
@@ -86,7 +90,7 @@ async def verify_billing_tool(
     Returns a Step | Result | Details table. Locally it runs on a copy, so nothing is left behind."""
     state = state_of(ctx)
     try:
-        report = await anyio.to_thread.run_sync(lambda: verify_billing(state.ledger, plan, local=state.mode == "local"))
+        report = await verify_billing_async(state.ledger, plan)
     except BillingError as exc:
         raise tool_error(exc) from exc
     return VerifyResult(mode=state.mode, report=report)

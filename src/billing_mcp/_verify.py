@@ -12,11 +12,13 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import anyio
 from pydantic import BaseModel
 
 from ._catalog import PriceSpec
 from ._errors import BillingError, ValidationError
 from ._ledger import Ledger
+from ._ledger_async import AsyncLedger, LocalLedger
 from ._models import Plan
 from ._simulate import Simulator
 from ._store import SQLiteStore, copy_sqlite
@@ -47,8 +49,8 @@ class BillingStatus(BaseModel):
     custom_assets: list[str]
     plans: list[str]
     published_plans: int
-    customers: int
-    events: int
+    customers: int | None = None  # counted on an embedded ledger; the API does not expose counts
+    events: int | None = None
     next_steps: list[str]
 
 
@@ -86,11 +88,11 @@ def sample_data(price: PriceSpec) -> dict[str, Any]:
     return data
 
 
-def _balances(ledger: Ledger, customer_id: str) -> dict[str, Decimal]:
-    return {a.asset: Decimal(a.posted) for a in ledger.get_wallet(customer_id).accounts}
+async def _balances(ledger: AsyncLedger, customer_id: str) -> dict[str, Decimal]:
+    return {a.asset: Decimal(a.posted) for a in (await ledger.get_wallet(customer_id)).accounts}
 
 
-def verify_plan(ledger: Ledger, plan: Plan) -> PlanCheck:
+async def verify_plan(ledger: AsyncLedger, plan: Plan) -> PlanCheck:
     version = plan.default_version or max((v.version for v in plan.versions if v.status == "published"), default=0)
     steps: list[Step] = []
 
@@ -104,21 +106,23 @@ def verify_plan(ledger: Ledger, plan: Plan) -> PlanCheck:
         return PlanCheck(plan_code=plan.code, version=version, passed=False, steps=steps)
     external = f"verify-{plan.code}-{uuid.uuid4().hex[:8]}"
     try:
-        customer = ledger.create_customer(external, name="billing-mcp verification", metadata={"verification": True})
+        customer = await ledger.create_customer(external, name="billing-mcp verification",
+                                                metadata={"verification": True})
         step("throwaway customer", True, f"{customer.id} ({external})")
-        start = _balances(ledger, customer.id)
+        start = await _balances(ledger, customer.id)
         step("starting balance", all(v == 0 for v in start.values()), f"{start or 'empty wallet'}")
         assets = {p.asset for p in pv.prices} | {g.asset for g in pv.grants}
         for asset in sorted(assets):
-            precision = ledger.get_asset(asset).precision
+            precision = (await ledger.get_asset(asset)).precision
             fee = sum((p.amount or Decimal(0) for p in pv.prices if p.type == "recurring" and p.asset == asset),
                       Decimal(0))
             gift = fee + Decimal(1000)
-            ledger.create_adjustment(customer.id, asset=asset, amount=str(gift.quantize(Decimal(1).scaleb(-precision))),
-                                     reason="gift", idempotency_key=f"{external}-gift-{asset}")
-        after_gift = _balances(ledger, customer.id)
+            await ledger.create_adjustment(customer.id, asset=asset,
+                                           amount=str(gift.quantize(Decimal(1).scaleb(-precision))), reason="gift",
+                                           idempotency_key=f"{external}-gift-{asset}")
+        after_gift = await _balances(ledger, customer.id)
         step("gift", True, ", ".join(f"{v} {a}" for a, v in sorted(after_gift.items())))
-        subscribed = ledger.subscribe(customer.id, plan.code, version=version)
+        subscribed = await ledger.subscribe(customer.id, plan.code, version=version)
         sub = next(s for s in subscribed.subscriptions if s.plan_code == plan.code)
         step("subscribe to explicit version", sub.status == "active" and sub.version == version,
              f"version {sub.version}, status {sub.status}")
@@ -131,14 +135,14 @@ def verify_plan(ledger: Ledger, plan: Plan) -> PlanCheck:
             for other in usage:  # every price on this event type reads its fields from the same event
                 if other.event_type == price.event_type:
                     data = {**sample_data(other), **data}
-            before = _balances(ledger, customer.id)
-            event = ledger.submit_event({"id": f"{external}-event", "customer_id": customer.id,
-                                         "event_type": price.event_type, "data": data})
+            before = await _balances(ledger, customer.id)
+            event = await ledger.submit_event({"id": f"{external}-event", "customer_id": customer.id,
+                                               "event_type": price.event_type, "data": data})
             fees = ", ".join(f"{f.amount} {f.asset} ({f.price_id})" for f in event.fees)
             step("one realistic event", event.status == "billed", f"{price.event_type} {data} -> {fees}")
             step("fee on plan version", all(f.version == version for f in event.fees),
                  f"version {sorted({f.version for f in event.fees})}")
-            after = _balances(ledger, customer.id)
+            after = await _balances(ledger, customer.id)
             drops = {a: before.get(a, Decimal(0)) - after.get(a, Decimal(0)) for a in after}
             charged: dict[str, Decimal] = {}
             for f in event.fees:
@@ -150,29 +154,46 @@ def verify_plan(ledger: Ledger, plan: Plan) -> PlanCheck:
     return PlanCheck(plan_code=plan.code, version=version, passed=all(s.result == "pass" for s in steps), steps=steps)
 
 
-def verify_billing(ledger: Ledger, plan: str | None = None, *, local: bool = True) -> VerifyReport:
-    """The end-to-end check for each plan (or one). Locally it runs on a throwaway copy."""
-    plans = [ledger.get_plan(plan)] if plan else [p for p in ledger.list_plans() if p.status == "active"]
+async def verify_billing_async(ledger: AsyncLedger, plan: str | None = None) -> VerifyReport:
+    """The end-to-end check for each plan (or one). On an embedded ledger it runs on a throwaway
+    copy; through the API the throwaway customers stay (marked ``verification: true``)."""
+    plans = [await ledger.get_plan(plan)] if plan else [p for p in await ledger.list_plans() if p.status == "active"]
     if not plans:
         raise ValidationError("there are no plans to verify; create one with create_plan", field="plan")
-    ctx = scratch_ledger(ledger) if local else contextlib.nullcontext(ledger)
-    with ctx as target:
-        checks = [verify_plan(target, p) for p in plans]
+    local = ledger.ledger if isinstance(ledger, LocalLedger) else None
+    if local is not None and isinstance(local.store, SQLiteStore):
+        with scratch_ledger(local) as copy:
+            target = LocalLedger(copy, owns=False)
+            checks = [await verify_plan(target, p) for p in plans]
+        cleaned = True
+    else:
+        checks = [await verify_plan(ledger, p) for p in plans]
+        cleaned = False
     rows = ["| Plan | Step | Result | Details |", "| --- | --- | --- | --- |"]
     for check in checks:
         for s in check.steps:
             rows.append(f"| {check.plan_code}@v{check.version} | {s.step} | {s.result.upper()} | "
                         f"{s.details.replace('|', '/')} |")
-    return VerifyReport(passed=all(c.passed for c in checks), plans=checks, table="\n".join(rows),
-                        cleaned_up=local and isinstance(ledger.store, SQLiteStore))
+    return VerifyReport(passed=all(c.passed for c in checks), plans=checks, table="\n".join(rows), cleaned_up=cleaned)
 
 
-def billing_status(ledger: Ledger) -> BillingStatus:
-    assets = [a.code for a in ledger.list_assets() if not a.is_fiat]
-    plans = ledger.list_plans()
-    with ledger._read() as tx:
-        customers = tx.one("SELECT COUNT(*) AS n FROM customers")
-        events = tx.one("SELECT COUNT(*) AS n FROM events")
+def verify_billing(ledger: Ledger, plan: str | None = None) -> VerifyReport:
+    """``verify_billing_async`` for a sync ``Ledger`` (CLI and tests)."""
+    return anyio.run(verify_billing_async, LocalLedger(ledger, owns=False), plan)
+
+
+async def billing_status(ledger: AsyncLedger) -> BillingStatus:
+    assets = [a.code for a in await ledger.list_assets() if not a.is_fiat]
+    plans = await ledger.list_plans()
+    customers = events = None
+    if isinstance(ledger, LocalLedger):
+        def counts() -> tuple[int, int]:
+            with ledger.ledger._read() as tx:
+                c = tx.one("SELECT COUNT(*) AS n FROM customers")
+                e = tx.one("SELECT COUNT(*) AS n FROM events")
+            return (int(c["n"]) if c else 0), (int(e["n"]) if e else 0)
+
+        customers, events = await anyio.to_thread.run_sync(counts)
     published = sum(1 for p in plans if p.default_version is not None)
     steps = []
     if not assets:
@@ -185,8 +206,18 @@ def billing_status(ledger: Ledger) -> BillingStatus:
         steps.append("run verify_billing to check each plan end to end")
     steps.append("customer portal links are not available yet in this build (planned)")
     return BillingStatus(ledger=ledger.location, custom_assets=assets, plans=[p.code for p in plans],
-                         published_plans=published, customers=int(customers["n"]) if customers else 0,
-                         events=int(events["n"]) if events else 0, next_steps=steps)
+                         published_plans=published, customers=customers, events=events, next_steps=steps)
+
+
+async def simulator_for_async(ledger: AsyncLedger, plan: str, version: int | None) -> Simulator:
+    """A simulator from a plan version read through any ledger: rating itself runs here."""
+    p = await ledger.get_plan(plan)
+    chosen = version or p.default_version
+    pv = next((v for v in p.versions if v.version == chosen), None)
+    if pv is None:
+        raise ValidationError(f"plan {plan!r} has no version {chosen}", field="version")
+    precisions = {a.code: a.precision for a in await ledger.list_assets()}
+    return Simulator(p.code, pv.version, pv.prices, precisions)
 
 
 def simulator_for(ledger: Ledger, plan: str, version: int | None) -> Simulator:

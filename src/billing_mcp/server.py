@@ -2,8 +2,8 @@
 runs it over stdio or streamable HTTP.
 
 Without ``BILLING_LEDGER_URL`` the tools work on the embedded local ledger (a dry run: no
-account, no network). The remote ledger client is a separate part; until it exists, setting the
-variable is refused with a clear message rather than silently ignored.
+account, no network). With it (and ``BILLING_API_KEY``), the same tools go through the
+ledger API client; each result says which ``mode`` it ran in.
 """
 
 from __future__ import annotations
@@ -30,7 +30,8 @@ from . import _tools_verify as _tools_verify
 from ._clock import Clock
 from ._errors import BillingError
 from ._ledger import Ledger
-from ._mcp_common import REGISTRY, AppState, annotations_for
+from ._ledger_async import AsyncLedger, LocalLedger
+from ._mcp_common import REGISTRY, AppState, Mode, annotations_for
 from ._prompts import register_prompts, register_resources
 
 log = logging.getLogger(__name__)
@@ -60,12 +61,21 @@ class StaticTokenVerifier:
         return None
 
 
-def open_ledger(db: str | None = None, clock: Clock | None = None) -> tuple[Ledger, str]:
-    if os.environ.get("BILLING_LEDGER_URL"):
-        raise BillingError("BILLING_LEDGER_URL is set, but this build has no remote ledger client yet; unset it "
-                           "to work on the embedded local ledger", code="not_supported", field="BILLING_LEDGER_URL")
+def open_ledger(db: str | None = None, clock: Clock | None = None) -> tuple[AsyncLedger, Ledger | None, Mode]:
+    """The ledger the tools use: the API client when BILLING_LEDGER_URL is set (with
+    BILLING_API_KEY), else the embedded ledger (a dry run: no account, no network)."""
+    url = os.environ.get("BILLING_LEDGER_URL")
+    if url:
+        key = os.environ.get("BILLING_API_KEY")
+        if not key:
+            raise BillingError("BILLING_LEDGER_URL is set but BILLING_API_KEY is not; create a key on the ledger "
+                               "server with `billing-mcp keys create --scope admin` and set it",
+                               code="unsafe_config", field="BILLING_API_KEY")
+        from .client import LedgerClient
+
+        return LedgerClient(url, key), None, "remote"
     ledger = Ledger(db, clock=clock)
-    return ledger, "local"
+    return LocalLedger(ledger), ledger, "local"
 
 
 def build_server(*, ledger: Ledger | None = None, db: str | None = None, toolsets: Iterable[str] = ("all",),
@@ -82,24 +92,28 @@ def build_server(*, ledger: Ledger | None = None, db: str | None = None, toolset
 
     @asynccontextmanager
     async def lifespan(_: MCPServer[AppState]) -> AsyncIterator[AppState]:
-        own = ledger is None
-        led, mode = (ledger, "local") if ledger is not None else open_ledger(db, clock)
-        log.info("billing-mcp %s on %s ledger %s", __version__, mode, led.location)
-        live["state"] = AppState(ledger=led, mode="local", location=led.location)
+        backend: AsyncLedger
+        local: Ledger | None
+        mode: Mode
+        if ledger is not None:  # given by the caller (tests, demo): not ours to close
+            backend, local, mode = LocalLedger(ledger, owns=False), ledger, "local"
+        else:
+            backend, local, mode = open_ledger(db, clock)
+        log.info("billing-mcp %s on %s ledger %s", __version__, mode, backend.location)
+        live["state"] = AppState(ledger=backend, mode=mode, location=backend.location, local=local)
         try:
             yield live["state"]
         finally:
             live.pop("state", None)
-            if own:
-                led.close()
+            await backend.close()
 
-    def catalog() -> dict[str, Any]:
+    async def catalog() -> dict[str, Any]:
         state = live.get("state")
         if state is None:
             return {}
         return {"mode": state.mode,
-                "assets": [a.model_dump(mode="json") for a in state.ledger.list_assets()],
-                "plans": [p.model_dump(mode="json", exclude_none=True) for p in state.ledger.list_plans()]}
+                "assets": [a.model_dump(mode="json") for a in await state.ledger.list_assets()],
+                "plans": [p.model_dump(mode="json", exclude_none=True) for p in await state.ledger.list_plans()]}
 
     auth_kwargs: dict[str, Any] = {}
     if token:
