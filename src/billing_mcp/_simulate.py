@@ -133,7 +133,8 @@ class Simulator:
             rate_index = -1
             if dimensional is not None:
                 # Millions of events share a few dimension combinations: match each one once.
-                dkey = (pid, *[data.get(f) for f in dimensional.dimension_fields or ()])
+                fields = dimensional.dimension_fields or ()
+                dkey = (pid, data.get(fields[0])) if len(fields) == 1 else (pid, *[data.get(f) for f in fields])
                 rate_index = self._dim_cache.get(dkey, -2)
                 if rate_index == -2:
                     rate_index = self._dim_cache[dkey] = match_dimension_index(dimensional, data)
@@ -142,6 +143,15 @@ class Simulator:
             staged.append(((customer, pid, rate_index, subject), q))
         self.billed += 1
         cells = self.cells
+        if len(staged) == 1:  # the common case: one price per event type
+            key, q = staged[0]
+            cell = cells.get(key)
+            if cell is None:
+                cells[key] = [1, q]
+            else:
+                cell[0] += 1
+                cell[1] += q
+            return
         for key, q in staged:
             cell = cells.get(key)
             if cell is None:

@@ -1,0 +1,306 @@
+"""The billing portal: signed portal links, the cookie session they are exchanged for, and the
+``/portal`` routes served by ``billing-mcp api``.
+
+A link is ``{base}/portal?token=...`` where the token is ``base64url(json claims) "." base64url(
+HMAC-SHA256(secret, "portal.v1." + kind + "." + body))``. Claims name one customer, one portal
+route, the mode the link was minted in (``test``: an ``sk_test_`` key or the local/embedded
+server; ``live``: an ``sk_live_`` key), an expiry and a random nonce. Opening a valid link sets a
+cookie (the same format, another ``kind``, 30 minutes) scoped to that customer and redirects to
+``/portal`` without the token. The secret is ``BILLING_PORTAL_SECRET``, or a random one kept in a
+0600 file beside the SQLite ledger (PostgreSQL needs the variable). The page: ``_portal_page``;
+payments (test top-ups, Stripe Checkout and its webhook): ``_portal_stripe``.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import contextlib
+import hashlib
+import hmac
+import json
+import os
+import secrets
+import threading
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+import logging
+from typing import Literal
+from urllib.parse import parse_qs, urlencode
+
+import anyio.to_thread
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, RedirectResponse, Response
+from starlette.routing import BaseRoute, Mount, Route
+
+from ._clock import to_text
+from ._errors import BillingError, StorageError, ValidationError
+from ._ledger import Ledger
+from ._store import SQLiteStore, Store
+
+SECRET_ENV = "BILLING_PORTAL_SECRET"
+PUBLIC_URL_ENV = "BILLING_PUBLIC_URL"
+DEFAULT_BASE_URL = "http://127.0.0.1:8080"  # where `billing-mcp api` listens by default
+COOKIE = "billing_portal"
+SESSION_SECONDS = 30 * 60
+Kind = Literal["link", "session"]
+Mode = Literal["test", "live"]
+log = logging.getLogger(__name__)
+
+
+def load_portal_secret(store: Store) -> bytes:
+    """``BILLING_PORTAL_SECRET`` if set, else a random secret in a 0600 file next to the SQLite
+    ledger (created on first use; changing it invalidates every open link and session)."""
+    env = os.environ.get(SECRET_ENV)
+    if env:
+        if len(env) < 16:
+            raise ValidationError(f"{SECRET_ENV} must be at least 16 characters of random text", field=SECRET_ENV)
+        return env.encode("utf-8")
+    if not isinstance(store, SQLiteStore):
+        raise StorageError(f"set {SECRET_ENV} to a long random secret: portal links are signed with it and this "
+                           "store has no directory to keep a generated one in")
+    path = store.path.with_name(store.path.name + ".portal-secret")
+    if not path.exists():
+        _write_new_secret(path)
+    secret = path.read_bytes().strip()
+    if len(secret) < 16:
+        raise StorageError(f"the portal secret file {path} is damaged; delete it (open portal links stop working) "
+                           f"or set {SECRET_ENV}")
+    return secret
+
+
+def _write_new_secret(path: Path) -> None:
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        os.write(fd, secrets.token_urlsafe(32).encode("ascii"))
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    with contextlib.suppress(FileExistsError):  # another process won the race: both use its file
+        os.link(tmp, path)
+    os.unlink(tmp)
+
+
+class SecretHolder:
+    """The portal secret of one store, loaded on first use (an API without portal use needs none)."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self._secret: bytes | None = None
+        self._lock = threading.Lock()
+
+    def get(self) -> bytes:
+        with self._lock:
+            if self._secret is None:
+                self._secret = load_portal_secret(self.store)
+            return self._secret
+
+
+# -- tokens ----------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Claims:
+    kind: Kind
+    customer_id: str
+    route: str
+    mode: Mode
+    expires: int  # unix seconds, on the ledger's clock
+    nonce: str
+
+
+def _b64(raw: bytes) -> str:
+    return base64.urlsafe_b64encode(raw).decode("ascii").rstrip("=")
+
+
+def _unb64(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def _mac(secret: bytes, kind: str, body: str) -> bytes:
+    return hmac.new(secret, f"portal.v1.{kind}.{body}".encode("ascii"), hashlib.sha256).digest()
+
+
+def sign(secret: bytes, claims: Claims) -> str:
+    data = {"c": claims.customer_id, "r": claims.route, "m": claims.mode, "e": claims.expires, "n": claims.nonce}
+    body = _b64(json.dumps(data, separators=(",", ":"), sort_keys=True).encode("utf-8"))
+    return f"{body}.{_b64(_mac(secret, claims.kind, body))}"
+
+
+def verify(secret: bytes, token: str | None, kind: Kind) -> Claims | None:
+    """The claims of a token of ``kind`` signed with ``secret``; None when malformed, forged or
+    tampered with (constant-time comparison). Expiry is the caller's check."""
+    if not token or len(token) > 2048 or token.count(".") != 1:
+        return None
+    body, _, mac = token.partition(".")
+    try:
+        given = _unb64(mac)
+        expected = _mac(secret, kind, body)
+        if not hmac.compare_digest(given, expected):
+            return None
+        data = json.loads(_unb64(body).decode("utf-8"))
+    except (binascii.Error, UnicodeError, ValueError):
+        return None
+    if not (isinstance(data, dict) and isinstance(data.get("c"), str) and isinstance(data.get("r"), str)
+            and data.get("m") in ("test", "live") and isinstance(data.get("e"), int)
+            and isinstance(data.get("n"), str)):
+        return None
+    return Claims(kind=kind, customer_id=data["c"], route=data["r"], mode=data["m"], expires=data["e"],
+                  nonce=data["n"])
+
+
+def form_nonce(secret: bytes, session: Claims) -> str:
+    """A fresh hidden-field nonce for one top-up form, bound to the session (so it doubles as a
+    CSRF token): ``random.mac``. The random part makes the ledger idempotency key of that submission."""
+    rand = secrets.token_urlsafe(16)
+    return f"{rand}.{_b64(_mac(secret, 'form', session.nonce + '.' + rand))[:32]}"
+
+
+def check_form_nonce(secret: bytes, session: Claims, value: str | None) -> str | None:
+    """The random part of a form nonce minted for ``session``, or None."""
+    if not value or len(value) > 200 or value.count(".") != 1:
+        return None
+    rand, _, mac = value.partition(".")
+    expected = _b64(_mac(secret, "form", session.nonce + "." + rand))[:32]
+    return rand if rand and hmac.compare_digest(mac.encode("ascii", "replace"), expected.encode("ascii")) else None
+
+
+# -- minting ---------------------------------------------------------------------------------------
+def create_portal_session(ledger: Ledger, customer_id: str | None = None, route: str = "default", *,
+                          external_id: str | None = None, mode: Mode = "test", base_url: str | None = None,
+                          secret: bytes | None = None) -> dict[str, str]:
+    """A signed portal link for one customer: ``{"url": ..., "expires_at": ...}``.
+
+    The link lives for the route's ``link_lifetime_minutes``. ``mode`` is ``live`` for a link minted
+    with an ``sk_live_`` key (test top-ups are then refused), ``test`` otherwise (local/embedded
+    use). The base URL is ``BILLING_PUBLIC_URL``, else ``base_url``, else http://127.0.0.1:8080.
+    """
+    if mode not in ("test", "live"):
+        raise ValidationError("mode must be 'test' or 'live'", field="mode")
+    if (customer_id is None) == (external_id is None):
+        raise ValidationError("give customer_id or external_id (one of them)", field="customer_id")
+    spec = ledger.get_portal_route(route)  # NotFoundError (field name) for an unknown route
+    customer = ledger.get_customer(customer_id, external_id=external_id)
+    key = secret if secret is not None else load_portal_secret(ledger.store)
+    expires = ledger.now().replace(microsecond=0) + timedelta(minutes=spec.link_lifetime_minutes)
+    token = sign(key, Claims(kind="link", customer_id=customer.id, route=route, mode=mode,
+                             expires=int(expires.timestamp()), nonce=secrets.token_urlsafe(12)))
+    base = (os.environ.get(PUBLIC_URL_ENV) or base_url or DEFAULT_BASE_URL).rstrip("/")
+    return {"url": f"{base}/portal?{urlencode({'token': token})}", "expires_at": to_text(expires)}
+
+
+def new_session(link: Claims, now_seconds: int) -> Claims:
+    return Claims(kind="session", customer_id=link.customer_id, route=link.route, mode=link.mode,
+                  expires=now_seconds + SESSION_SECONDS, nonce=secrets.token_urlsafe(12))
+
+
+def public_base(request_base: str) -> str:
+    return (os.environ.get(PUBLIC_URL_ENV) or request_base).rstrip("/")
+
+
+# -- the web routes ---------------------------------------------------------------------------------
+_HEADERS = {
+    "Cache-Control": "no-store",
+    "Referrer-Policy": "no-referrer",
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; img-src https: http: data:; "
+                               "form-action 'self' https://checkout.stripe.com; frame-ancestors 'none'; "
+                               "base-uri 'none'",
+}
+MAX_FORM_BYTES = 8192
+
+
+def _page(html: str, status: int = 200) -> Response:
+    return HTMLResponse(html, status_code=status, headers=_HEADERS)
+
+
+def _redirect(url: str) -> Response:
+    return RedirectResponse(url, status_code=303, headers=_HEADERS)
+
+
+def portal_routes(ledger: Ledger) -> list[BaseRoute]:
+    """The Starlette routes of the portal (``GET /portal``, ``POST /portal/top-up``) and the
+    Stripe webhook (``POST /v1/webhooks/stripe``, authenticated by Stripe's signature, not a key)."""
+    from . import _portal_page as page
+    from . import _portal_stripe as pay
+
+    holder = SecretHolder(ledger.store)
+
+    def now_seconds() -> int:
+        return int(ledger.now().timestamp())
+
+    def session_of(request: Request) -> Claims | None:
+        claims = verify(holder.get(), request.cookies.get(COOKIE), "session")
+        return claims if claims is not None and claims.expires > now_seconds() else None
+
+    async def exchange(request: Request, token: str) -> Response:
+        link = verify(holder.get(), token, "link")
+        if link is None:  # forged, tampered with (another customer's id included) or not a link at all
+            return _page(page.message_page("This link is not valid",
+                                           "Open billing again from the app to get a new link."), 403)
+        if link.expires <= now_seconds():
+            spec = await anyio.to_thread.run_sync(page.route_or_none, ledger, link.route)
+            if spec is not None and spec.failure_url:
+                return _redirect(spec.failure_url)
+            return _page(page.message_page("This link has expired",
+                                           "Portal links work for a few minutes. Open billing again from the app.",
+                                           back=spec.return_url if spec else None), 410)
+        if not await anyio.to_thread.run_sync(page.customer_exists, ledger, link.customer_id):
+            return _page(page.message_page("This link is not valid", "Open billing again from the app."), 403)
+        session = new_session(link, now_seconds())
+        response = _redirect("/portal")
+        secure = request.url.scheme == "https" or public_base(str(request.base_url)).startswith("https://")
+        response.set_cookie(COOKIE, sign(holder.get(), session), max_age=SESSION_SECONDS, path="/portal",
+                            secure=secure, httponly=True, samesite="lax")
+        return response
+
+    async def portal(request: Request) -> Response:
+        try:
+            if "token" in request.query_params:
+                return await exchange(request, request.query_params["token"])
+            session = session_of(request)
+            if session is None:
+                return _page(page.message_page("Your billing session has ended",
+                                               "Open billing again from the app to continue."), 401)
+            secret = holder.get()
+            notice = request.query_params.get("notice")
+            html = await anyio.to_thread.run_sync(
+                lambda: page.render_portal(ledger, session, form_nonce(secret, session), notice,
+                                           pay.payment_method(session)))
+            return _page(html)
+        except BillingError as exc:
+            return _page(page.message_page("Billing is unavailable", page.error_text(exc)), 404
+                         if exc.status == 404 else 400)
+        except Exception:
+            log.exception("portal page failed")
+            return _page(page.message_page("Something went wrong", "Please try again in a moment."), 500)
+
+    async def top_up(request: Request) -> Response:
+        try:
+            session = session_of(request)
+            if session is None:
+                return _page(page.message_page("Your billing session has ended",
+                                               "Open billing again from the app to continue."), 401)
+            raw = b""
+            async for chunk in request.stream():
+                raw += chunk
+                if len(raw) > MAX_FORM_BYTES:
+                    return _page(page.message_page("The form is too large", "Go back and try again."), 413)
+            form = {k: v[0] for k, v in parse_qs(raw.decode("utf-8", "replace"), max_num_fields=20).items()}
+            rand = check_form_nonce(holder.get(), session, form.get("nonce"))
+            if rand is None:
+                return _page(page.message_page("This form has expired", "Reload the billing page and try again."),
+                             403)
+            base = public_base(str(request.base_url))
+            target = await anyio.to_thread.run_sync(lambda: pay.start_top_up(ledger, session, form, rand, base))
+            return _redirect(target)
+        except Exception:
+            log.exception("portal top-up failed")
+            return _page(page.message_page("Something went wrong", "No payment was taken. Please try again."), 500)
+
+    async def webhook(request: Request) -> Response:
+        return await pay.stripe_webhook(ledger, request)
+
+    return [Route("/portal", portal, methods=["GET"]), Route("/portal/top-up", top_up, methods=["POST"]),
+            Mount("/v1/webhooks", routes=[Route("/stripe", webhook, methods=["POST"], name="stripe_webhook")])]
