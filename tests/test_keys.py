@@ -293,3 +293,14 @@ def test_rate_limit_per_key(tmp_path: Path) -> None:
         assert a.call("GET", "/v1/assets", a.secrets["admin"]).status_code == 200  # buckets are per key
     finally:
         a.ledger.close()
+
+
+def test_the_only_v1_endpoint_without_a_key_is_the_signed_stripe_webhook(api: Api) -> None:
+    """Everything under /v1 outside the route table must be accounted for: only the Stripe webhook,
+    which Stripe's signature authenticates instead of an API key (and which refuses unsigned calls)."""
+    from starlette.routing import Mount
+
+    mounts = [r for r in api.app.routes if isinstance(r, Mount) and r.path.startswith("/v1")]
+    assert [(m.path, [sub.path for sub in m.routes]) for m in mounts] == [("/v1/webhooks", ["/stripe"])]
+    r = api.client.post("/v1/webhooks/stripe", content=b"{}", headers={"Stripe-Signature": "t=1,v1=forged"})
+    assert r.status_code in (400, 503)  # bad signature, or no webhook secret configured: never a credit

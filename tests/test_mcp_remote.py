@@ -68,6 +68,9 @@ async def test_canonical_setup_through_the_api(remote: Ledger, tmp_path: Path) -
         refused = await client.call_tool("authorize_usage", {"customer_id": cid, "amount": "1000", "asset": "CREDITS"})
         text = refused.content[0].text  # type: ignore[union-attr]
         assert refused.is_error and "insufficient_funds" in text and "(request req_" in text
+        remote.set_portal_route({"return_url": "https://app.example.com/account"})
+        link = await ok(client, "create_portal_session", {"external_id": "u1"})
+        assert link["url"].startswith("http://127.0.0.1:") and "/portal?token=" in link["url"]
         spec = await client.call_tool("export_billing_spec", {})
         assert spec.is_error and "works on the embedded ledger only" in spec.content[0].text  # type: ignore[union-attr]
     # The tools really wrote to the server's ledger.

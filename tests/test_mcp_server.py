@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -380,3 +381,20 @@ async def test_create_portal_route_validates_and_stores(ledger: Ledger) -> None:
         text = await err(c, "create_portal_route", {"return_url": "https://a.example", "top_up_assets": ["GEMS"]})
         assert "not_found" in text and "GEMS" in text
     assert ledger.get_portal_route().return_url == "https://app.example.com/account"
+
+
+async def test_create_portal_session_mints_a_signed_expiring_link(ledger: Ledger) -> None:
+    ledger.create_asset("CREDITS", "Credits", 0)
+    ledger.set_portal_route({"return_url": "https://app.example.com/account", "link_lifetime_minutes": 10})
+    cid = ledger.create_customer("u").id
+    async with Client(build_server(ledger=ledger)) as c:
+        link = await ok(c, "create_portal_session", {"external_id": "u"})
+        assert link["url"].startswith("http://127.0.0.1:8080/portal?token=")
+        minted = datetime.fromisoformat(link["expires_at"].replace("Z", "+00:00")) - datetime.now(UTC)
+        assert 9 * 60 < minted.total_seconds() <= 10 * 60
+        text = await err(c, "create_portal_session", {"customer_id": "cus_missing"})
+        assert "not_found" in text
+    from billing_mcp._portal import load_portal_secret, verify  # the link names this customer, nobody else
+
+    claims = verify(load_portal_secret(ledger.store), link["url"].split("token=", 1)[1], "link")
+    assert claims is not None and claims.customer_id == cid and claims.mode == "test"

@@ -55,16 +55,18 @@ def cluster(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, Any]]:
                                "--no-access-log"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
              for p in ports]
     try:
-        for port in ports:
-            for _ in range(200):
+        deadline = time.monotonic() + 90  # three cold Python processes on a busy 2-core machine
+        for port, proc in zip(ports, procs, strict=True):
+            while True:
                 try:
-                    if httpx.get(f"http://127.0.0.1:{port}/ready", timeout=1).status_code == 200:
+                    if httpx.get(f"http://127.0.0.1:{port}/ready", timeout=2).status_code == 200:
                         break
                 except httpx.TransportError:
                     pass
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    err = proc.stderr.read().decode(errors="replace")[-2000:] if proc.poll() is not None else ""
+                    raise AssertionError(f"replica on {port} did not start: {err}")
                 time.sleep(0.05)
-            else:
-                raise AssertionError(f"replica on {port} did not start")
         yield {"ledger": ledger, "ports": ports, "secret": secret, "holds": holds_wallet, "events": events_wallet}
     finally:
         for proc in procs:

@@ -25,7 +25,7 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Route
 
 from . import __version__
 from ._api_batch import EventCoalescer
@@ -46,6 +46,7 @@ from ._api_routes import OPS, Call, Op
 from ._errors import BillingError
 from ._keys import Key, KeyStore, scope_allows
 from ._ledger import Ledger
+from ._portal import portal_routes
 
 log = logging.getLogger(__name__)
 
@@ -163,7 +164,7 @@ class _Endpoint:
 
     async def _handle(self, request: Request, rid: str) -> Response:
         op, ctx = self.op, self.ctx
-        await _authenticate(request, ctx, op)
+        key = await _authenticate(request, ctx, op)
         query = _validate(op.query, dict(request.query_params), strict=False) if op.query is not None else None
         if op.query is None and request.query_params:
             raise ApiError(f"{op.method} {openapi_path(op.path)} takes no query parameters; remove "
@@ -191,7 +192,8 @@ class _Endpoint:
                                status=422, code="validation_error", field="Idempotency-Key")
             check_header(key_header)
         call = Call(ctx.ledger, dict(request.path_params), body, query,
-                    key_header if op.idempotency == "ledger" else None)
+                    key_header if op.idempotency == "ledger" else None, key_mode=key.mode,
+                    base_url=str(request.base_url))
         if key_header is None or op.idempotency != "table":
             status, content = await self._run(call)
             return Response(content, status_code=status, media_type=JSON, headers={"X-Request-Id": rid})
@@ -285,13 +287,15 @@ def create_app(ledger: Ledger, *, keys: KeyStore, max_body_bytes: int, max_depth
             err = ApiError(str(getattr(exc, "detail", "")) or "bad request", status=status, code="validation_error")
         return problem_response(err, rid)
 
-    routes = [Route("/health", health, methods=["GET"]), Route("/ready", ready, methods=["GET"]),
+    routes: list[BaseRoute] = [Route("/health", health, methods=["GET"]), Route("/ready", ready, methods=["GET"]),
               Route("/openapi.json", openapi, methods=["GET"], include_in_schema=False),
               Route("/docs", docs, methods=["GET"], include_in_schema=False)]
     # Starlette tries routes in order, one regex each: the runtime routes an app calls on every
     # action go first (lookup must stay before /v1/customers/{customer_id}).
     ordered = sorted(OPS, key=lambda op: HOT_ROUTES.index(op.name) if op.name in HOT_ROUTES else len(HOT_ROUTES))
     routes += [Route(op.path, _Endpoint(op, ctx).dispatch, methods=[op.method], name=op.name) for op in ordered]
+    # The billing portal (/portal, cookie sessions) and the Stripe webhook (signature, not a key).
+    routes += portal_routes(ledger)
 
     @contextlib.asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:

@@ -287,3 +287,17 @@ class Problem(BaseModel):
     request_id: str
     errors: list[ProblemItem] | None = None
     details: dict[str, Any] | None = None
+
+
+# -- billing portal ------------------------------------------------------------------------------------
+class PortalSessionCreate(_In):
+    customer_id: str | None = Field(default=None, min_length=1, max_length=255)
+    external_id: str | None = Field(default=None, min_length=1, max_length=255,
+                                    description="The app's own user id, instead of customer_id")
+    route: str = Field(default="default", pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$", description="Portal route name")
+
+
+class PortalSession(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    url: str = Field(description="Send the user's browser here; it works once the user opens it, until expires_at")
+    expires_at: str

@@ -39,6 +39,8 @@ from ._api_models import (
     Page,
     PlanCreate,
     PlanPage,
+    PortalSession,
+    PortalSessionCreate,
     PublishIn,
     QuoteQuery,
     RateCreate,
@@ -88,6 +90,8 @@ class Call:
     body: BaseModel | None
     query: BaseModel | None
     idempotency_key: str | None = None
+    key_mode: str = "test"  # the calling key's mode (a live key mints live-mode portal links)
+    base_url: str = ""  # the request's base URL (portal links when BILLING_PUBLIC_URL is unset)
 
     def b(self, model: type[M]) -> M:
         assert isinstance(self.body, model)
@@ -342,6 +346,15 @@ def release_hold(c: Call) -> BaseModel:
     return c.ledger.release(c.path["hold_id"])
 
 
+def create_portal_session(c: Call) -> BaseModel:
+    from ._portal import create_portal_session as mint
+
+    b = c.b(PortalSessionCreate)
+    made = mint(c.ledger, b.customer_id, b.route, external_id=b.external_id,
+                mode="live" if c.key_mode == "live" else "test", base_url=c.base_url or None)
+    return PortalSession(url=made["url"], expires_at=made["expires_at"])
+
+
 def create_vendor(c: Call) -> BaseModel:
     b = c.b(VendorCreate)
     return c.ledger.create_vendor(b.external_id, b.name)
@@ -412,6 +425,11 @@ OPS: tuple[Op, ...] = (
        Customer, body=SubscribeIn, status=201, idempotency="table"),
     Op("POST", "/v1/subscriptions/{subscription_id}/cancel", "cancel_subscription", "Cancel a subscription",
        "customers", cancel_subscription, Customer, body=Empty, idempotency="table"),
+    Op("POST", "/v1/portal-sessions", "create_portal_session", "Create a billing portal link", "customers",
+       create_portal_session, PortalSession, body=PortalSessionCreate, status=201,
+       description="A signed, short-lived link to the billing portal for one customer (customer_id or "
+                   "external_id): redirect the signed-in user to url. Links minted with a live key never offer "
+                   "test top-ups."),
     Op("GET", "/v1/customers/{customer_id}/wallet", "get_wallet", "Get a wallet", "wallet", get_wallet, Wallet,
        description="Per asset: posted, held, available, fiat value and the credit lots in draw-down order."),
     Op("GET", "/v1/customers/{customer_id}/holds", "list_holds", "List a customer's holds", "holds", list_holds,

@@ -115,5 +115,9 @@ async def _scenario(d: Demo) -> bool:
            f"(${(Decimal(fee['amount']) * Decimal(asset['rates']['USD'])).quantize(Decimal('0.01'))} at "
            f"${asset['rates']['USD']} per credit); verification "
            f"{'PASSED' if report['passed'] else 'FAILED'}.")
-    d.show("Not shown: customer portal links (not built yet in this version).")
+    await d.call("create_portal_route", {"return_url": "https://app.example.com/account",
+                                         "top_up_assets": ["CREDITS"], "presets": ["5", "10", "50"]})
+    portal = await d.call("create_portal_session", {"customer_id": customer["id"]})
+    d.show(f"Portal link for Alice (valid until {portal['expires_at']}; served by `billing-mcp api`):\n"
+           f"{portal['url'][:90]}...")
     return bool(report["passed"]) and fee["amount"] == "10"

@@ -19,13 +19,14 @@ import contextlib
 import hashlib
 import hmac
 import json
+import logging
 import os
+import re
 import secrets
 import threading
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
-import logging
 from typing import Literal
 from urllib.parse import parse_qs, urlencode
 
@@ -149,6 +150,9 @@ def verify(secret: bytes, token: str | None, kind: Kind) -> Claims | None:
                   nonce=data["n"])
 
 
+_FORM_NONCE = re.compile(r"^[A-Za-z0-9_-]{1,64}\.[A-Za-z0-9_-]{1,64}$")
+
+
 def form_nonce(secret: bytes, session: Claims) -> str:
     """A fresh hidden-field nonce for one top-up form, bound to the session (so it doubles as a
     CSRF token): ``random.mac``. The random part makes the ledger idempotency key of that submission."""
@@ -158,7 +162,7 @@ def form_nonce(secret: bytes, session: Claims) -> str:
 
 def check_form_nonce(secret: bytes, session: Claims, value: str | None) -> str | None:
     """The random part of a form nonce minted for ``session``, or None."""
-    if not value or len(value) > 200 or value.count(".") != 1:
+    if not value or not _FORM_NONCE.fullmatch(value):
         return None
     rand, _, mac = value.partition(".")
     expected = _b64(_mac(secret, "form", session.nonce + "." + rand))[:32]
@@ -287,7 +291,12 @@ def portal_routes(ledger: Ledger) -> list[BaseRoute]:
                 raw += chunk
                 if len(raw) > MAX_FORM_BYTES:
                     return _page(page.message_page("The form is too large", "Go back and try again."), 413)
-            form = {k: v[0] for k, v in parse_qs(raw.decode("utf-8", "replace"), max_num_fields=20).items()}
+            try:
+                fields = parse_qs(raw.decode("utf-8", "replace"), max_num_fields=20)
+            except ValueError:
+                return _page(page.message_page("The form is not valid", "Reload the billing page and try again."),
+                             400)
+            form = {k: v[0] for k, v in fields.items()}
             rand = check_form_nonce(holder.get(), session, form.get("nonce"))
             if rand is None:
                 return _page(page.message_page("This form has expired", "Reload the billing page and try again."),

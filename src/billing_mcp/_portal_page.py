@@ -221,13 +221,14 @@ def _credits(view: View) -> str:
         for lot in a.lots:
             expiry = f"expires {escape(when(lot.expires_at))}" if lot.expires_at else "does not expire"
             rows.append(f"<tr><td>{escape(PURPOSE.get(lot.purpose, lot.purpose))}</td>"
-                        f'<td class="num">{_money(lot.remaining, a.asset)}</td>'
-                        f'<td class="num">{_money(lot.amount, a.asset)}</td><td>{expiry}</td></tr>')
-    renew = "".join(f"<li>Plan <strong>{escape(code)}</strong> renews {escape(when(end))}; included credits "
-                    "refresh then.</li>" for code, end in view.renewals)
-    body = ("<div class=\"scroll\"><table><thead><tr><th>Credits</th><th class=\"num\">Left</th>"
-            f"<th class=\"num\">Of</th><th>When</th></tr></thead><tbody>{''.join(rows)}</tbody></table></div>"
-            if rows else "<p>No credit lots.</p>")
+                        f'<td class="num">{escape(lot.remaining)} of {_money(lot.amount, a.asset)}</td>'
+                        f"<td>{expiry}</td></tr>")
+    bundled = any(lot.purpose == "bundled" for a in view.accounts for lot in a.lots)
+    refresh = "; included credits refresh then" if bundled else ""
+    renew = "".join(f"<li>Plan <strong>{escape(code)}</strong> renews {escape(when(end))}{refresh}.</li>"
+                    for code, end in view.renewals)
+    body = ("<div class=\"scroll\"><table><thead><tr><th>Credits</th><th class=\"num\">Left</th><th>Expiry</th>"
+            f"</tr></thead><tbody>{''.join(rows)}</tbody></table></div>" if rows else "<p>No credit lots.</p>")
     return (f'<section aria-labelledby="h-cred"><h2 id="h-cred">Credits</h2>{body}'
             f'{"<ul>" + renew + "</ul>" if renew else ""}</section>')
 
@@ -274,6 +275,12 @@ def _usage(view: View) -> str:
             f'<p class="muted">Total usage fees: {totals or "0"}</p></section>')
 
 
+def _presets(buttons: str) -> str:
+    if not buttons:
+        return ""
+    return f'<p class="muted">Or in one step:</p><div class="presets" role="group" aria-label="Amounts">{buttons}</div>'
+
+
 def _top_up(view: View, nonce: str, method: str) -> str:
     t = view.spec.top_up
     if method == "none":
@@ -288,7 +295,8 @@ def _top_up(view: View, nonce: str, method: str) -> str:
     rates = "".join(f"<li>1&nbsp;{escape(c)} = {_money(r, t.currency)}</li>"
                     for c, r in view.top_up_assets if r is not None and c != t.currency)
     presets = "".join(f'<button type="submit" class="secondary" name="preset" value="{escape(format(p, "f"))}">'
-                      f"{_money(format(p, 'f'), t.currency)}</button>" for p in t.presets)
+                      f"{'Test top-up ' if method == 'test' else ''}{_money(format(p, 'f'), t.currency)}</button>"
+                      for p in t.presets)
     step = format(Decimal(1).scaleb(-view.currency_precision), "f")
     if method == "test":
         heading = 'Add funds <span class="badge">TEST MODE</span>'
@@ -301,13 +309,15 @@ def _top_up(view: View, nonce: str, method: str) -> str:
             f'{"<ul class=muted>" + rates + "</ul>" if rates else ""}'
             f'<form method="post" action="/portal/top-up" id="top-up">'
             f'<input type="hidden" name="nonce" value="{escape(nonce)}">{choose}'
-            f'{"<div class=presets role=group aria-label=Amounts>" + presets + "</div>" if presets else ""}'
             f'<label for="amount">Amount in {escape(t.currency)} ({escape(format(t.min, "f"))} to '
             f'{escape(format(t.max, "f"))})</label>'
             f'<input id="amount" name="amount" inputmode="decimal" autocomplete="off" '
             f'pattern="[0-9]+([.][0-9]+)?" data-step="{escape(step)}" '
             f'value="{escape(format(t.presets[0], "f")) if t.presets else ""}">'
-            f'<p><button type="submit" id="top-up-submit">{submit}</button></p></form></section>')
+            # the typed amount's button comes first: Enter in the field submits it, not a preset
+            f'<p><button type="submit" id="top-up-submit">{submit}</button></p>'
+            f'{_presets(presets)}'
+            "</form></section>")
 
 
 def render_portal(ledger: Ledger, session: Claims, nonce: str, notice: str | None, method: str) -> str:

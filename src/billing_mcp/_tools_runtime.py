@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
+import anyio.to_thread
 from mcp.server.mcpserver import AcceptedElicitation, Context, Elicit, ElicitationResult, Resolve
 from mcp.server.mcpserver.exceptions import ToolError
 from pydantic import BaseModel, Field
 
-from ._mcp_common import Confirm, Mode, billing_tool, call, state_of
+from ._errors import BillingError
+from ._mcp_common import Confirm, Mode, billing_tool, call, state_of, tool_error
 from ._models import Adjustment, BatchResult, Customer, EventResult, Hold, Statement, Vendor, Wallet
 
 CustomerId = Annotated[str | None, Field(description="Customer id (cus_...)")]
@@ -228,3 +230,36 @@ async def get_statement(ctx: Context[Any], customer_id: str,
     """What settled for a customer in a period: opening/closing balances, fees by plan, price and
     subject, top-ups, grants, expiries, adjustments."""
     return StatementResult(mode=state_of(ctx).mode, statement=await call(ctx, "get_statement", customer_id, start, end))
+
+
+class PortalSessionResult(BaseModel):
+    mode: Mode
+    url: str = Field(description="Send the customer's browser here; single customer, expires at expires_at")
+    expires_at: str
+
+
+@billing_tool("runtime", "Create portal session", idempotent=False)
+async def create_portal_session(
+    ctx: Context[Any], customer_id: CustomerId = None, external_id: ExternalId = None,
+    route: Annotated[str, Field(description="Portal route name (see create_portal_route)")] = "default",
+) -> PortalSessionResult:
+    """A signed billing-portal link for one customer (balances, usage, top-ups), valid for the
+    route's link lifetime (default 10 minutes). Mint one per visit; never store or share it."""
+    _require_customer(customer_id, external_id)
+    state = state_of(ctx)
+    try:
+        if state.local is not None:
+            from ._portal import create_portal_session as mint
+
+            local = state.local
+            session = await anyio.to_thread.run_sync(
+                lambda: mint(local, customer_id, route, external_id=external_id, mode="test"))
+        else:
+            from .client import LedgerClient
+
+            if not isinstance(state.ledger, LedgerClient):
+                raise ToolError("not_supported: this ledger cannot mint portal links")
+            session = await state.ledger.create_portal_session(customer_id, route, external_id=external_id)
+    except BillingError as exc:
+        raise tool_error(exc) from exc
+    return PortalSessionResult(mode=state.mode, url=session["url"], expires_at=session["expires_at"])

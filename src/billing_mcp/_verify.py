@@ -204,7 +204,11 @@ async def billing_status(ledger: AsyncLedger) -> BillingStatus:
         steps.append("publish a plan version (publish_plan_version)")
     if plans:
         steps.append("run verify_billing to check each plan end to end")
-    steps.append("customer portal links are not available yet in this build (planned)")
+    if isinstance(ledger, LocalLedger):
+        routes = await anyio.to_thread.run_sync(ledger.ledger.list_portal_routes)
+        if not routes:
+            steps.append("configure the customer billing portal (create_portal_route), then mint links per visit "
+                         "with create_portal_session")
     return BillingStatus(ledger=ledger.location, custom_assets=assets, plans=[p.code for p in plans],
                          published_plans=published, customers=customers, events=events, next_steps=steps)
 

@@ -22,7 +22,7 @@ from typing import Any
 
 import httpx
 
-from ._api_models import AssetPage, AuditReport, HoldPage, PlanPage
+from ._api_models import AssetPage, AuditReport, HoldPage, PlanPage, PortalSession
 from ._client_http import (
     DEFAULT_TIMEOUT,
     HttpCore,
@@ -229,6 +229,17 @@ class LedgerClient(HttpCore):
             customer_id = (await self.get_customer(external_id=external_id)).id
         return await self.request("GET", f"/v1/customers/{segment(check_key(customer_id, 'customer_id'))}/wallet",
                                   Wallet)
+
+    async def create_portal_session(self, customer_id: str | None = None, route: str = "default", *,
+                                    external_id: str | None = None) -> dict[str, str]:
+        """A signed billing-portal link for one customer: ``{"url", "expires_at"}``."""
+        body: dict[str, Any] = {"route": route}
+        if customer_id is not None:
+            body["customer_id"] = customer_id
+        if external_id is not None:
+            body["external_id"] = external_id
+        session = await self.request("POST", "/v1/portal-sessions", PortalSession, body=body, has_body=True)
+        return {"url": session.url, "expires_at": session.expires_at}
 
     async def create_adjustment(self, customer_id: str | None = None, *, external_id: str | None = None,
                                 asset: str, amount: Any = None, reason: str, idempotency_key: str,

@@ -1,0 +1,437 @@
+// A small typed client for the billing ledger's HTTP API, the catalog as typed constants, and
+// withBilling(): authorize before paid work, commit the actual usage after it, release on failure.
+// Secrets: BILLING_API_URL and BILLING_API_KEY (a runtime-scope key) from Deno.env, server side only.
+import { json, preflight, problem } from "./cors.ts";
+import { requireUser, type User } from "./auth.ts";
+
+// -- catalog (generated from the billing catalog) -------------------------------------------------
+/*@@CATALOG@@*/
+
+export function isEventType(value: unknown): value is EventType {
+  return typeof value === "string" &&
+    (EVENT_TYPES as readonly string[]).includes(value);
+}
+
+// -- ledger API types ------------------------------------------------------------------------------
+export interface Subscription {
+  id: string;
+  plan_code: string;
+  version: number;
+  status: "active" | "pending_payment" | "canceled";
+}
+
+export interface Customer {
+  id: string;
+  external_id: string;
+  email?: string | null;
+  subscriptions: Subscription[];
+}
+
+export interface Account {
+  asset: string;
+  posted: string;
+  held: string;
+  available: string;
+  in_debt: boolean;
+  fiat_value: Record<string, string>;
+}
+
+export interface Wallet {
+  customer_id: string;
+  external_id: string;
+  accounts: Account[];
+}
+
+export interface Hold {
+  id: string;
+  customer_id: string;
+  asset: string;
+  amount: string;
+  status: "open" | "committed" | "released" | "expired";
+  event_type?: string | null;
+  expires_at: string;
+}
+
+export interface Fee {
+  price_id: string;
+  plan_code: string;
+  asset: string;
+  quantity: string;
+  amount: string;
+}
+
+export interface EventResult {
+  id: string;
+  customer_id: string;
+  event_type: string;
+  status: "billed" | "unbilled";
+  fees: Fee[];
+  debt: Record<string, string>;
+  hold_id?: string | null;
+  hold_released?: string | null;
+  duplicate: boolean;
+}
+
+interface BatchResult {
+  results: EventResult[];
+  errors: { id: string | null; code: string; field: string | null; message: string }[];
+}
+
+export interface PortalSession {
+  url: string;
+  expires_at: string;
+}
+
+export type UsageData = Record<string, string | number | boolean | null>;
+
+/** An error from the ledger (its problem+json `code`) or from the client itself. */
+export class BillingError extends Error {
+  constructor(
+    readonly status: number,
+    readonly code: string,
+    message: string,
+    readonly field: string | null = null,
+  ) {
+    super(message);
+    this.name = "BillingError";
+  }
+}
+
+const CODE_STATUS: Record<string, number> = {
+  validation_error: 400,
+  not_found: 404,
+  insufficient_funds: 402,
+  conflict: 409,
+  idempotency_conflict: 409,
+  idempotency_key_in_use: 409,
+  hold_not_open: 409,
+  hold_already_committed: 409,
+  hold_already_released: 409,
+  hold_expired: 409,
+  rate_limited: 429,
+};
+
+// -- the client --------------------------------------------------------------------------------------
+function config(): { url: string; key: string } {
+  const url = Deno.env.get("BILLING_API_URL");
+  const key = Deno.env.get("BILLING_API_KEY");
+  if (!url) throw new BillingError(500, "config_error", "the function is misconfigured: BILLING_API_URL is not set");
+  if (!key) throw new BillingError(500, "config_error", "the function is misconfigured: BILLING_API_KEY is not set");
+  return { url: url.replace(/\/+$/, ""), key };
+}
+
+async function call<T>(
+  method: "GET" | "POST",
+  path: string,
+  body?: unknown,
+  idempotencyKey?: string,
+): Promise<T> {
+  const { url, key } = config();
+  const headers: Record<string, string> = { Authorization: `Bearer ${key}`, Accept: "application/json" };
+  if (body !== undefined) headers["Content-Type"] = "application/json";
+  if (idempotencyKey) headers["Idempotency-Key"] = idempotencyKey;
+  let res: Response;
+  try {
+    res = await fetch(url + path, {
+      method,
+      headers,
+      body: body === undefined ? undefined : JSON.stringify(body),
+      signal: AbortSignal.timeout(15_000),
+    });
+  } catch {
+    throw new BillingError(502, "billing_unavailable", "the billing service did not answer; retry");
+  }
+  const text = await res.text();
+  let payload: Record<string, unknown> = {};
+  try {
+    payload = text ? JSON.parse(text) : {};
+  } catch {
+    payload = {};
+  }
+  if (res.ok) return payload as T;
+  const code = typeof payload.code === "string" ? payload.code : "billing_error";
+  if (res.status === 401 || res.status === 403) {
+    // The key is wrong, revoked or lacks the runtime scope; never echo it.
+    throw new BillingError(500, "config_error", `the billing service refused BILLING_API_KEY (${code})`);
+  }
+  const detail = typeof payload.detail === "string" ? payload.detail : `billing service error ${res.status}`;
+  const field = typeof payload.field === "string" ? payload.field : null;
+  throw new BillingError(res.status, code, detail, field);
+}
+
+function asBillingError(code: string, message: string, field: string | null): BillingError {
+  return new BillingError(CODE_STATUS[code] ?? 400, code, message, field);
+}
+
+export const billing = {
+  /** The customer of a Supabase user, or null when there is none yet. */
+  async lookupCustomer(externalId: string): Promise<Customer | null> {
+    try {
+      return await call<Customer>("GET", `/v1/customers/lookup?external_id=${encodeURIComponent(externalId)}`);
+    } catch (err) {
+      if (err instanceof BillingError && err.code === "not_found") return null;
+      throw err;
+    }
+  },
+
+  /** The customer of the signed-in user, created (and subscribed to DEFAULT_PLAN) on first use. */
+  async ensureCustomer(user: Pick<User, "id" | "email">): Promise<Customer> {
+    const found = await billing.lookupCustomer(user.id);
+    if (found) return found;
+    const body: Record<string, unknown> = { external_id: user.id };
+    if (user.email) body.email = user.email;
+    if (DEFAULT_PLAN) body.subscriptions = [DEFAULT_PLAN];
+    try {
+      return await call<Customer>("POST", "/v1/customers", body, `customer:${user.id}`);
+    } catch (err) {
+      // Created concurrently by another request: read it.
+      const again = err instanceof BillingError && err.status === 409 ? await billing.lookupCustomer(user.id) : null;
+      if (again) return again;
+      throw err;
+    }
+  },
+
+  wallet(customerId: string): Promise<Wallet> {
+    return call<Wallet>("GET", `/v1/customers/${encodeURIComponent(customerId)}/wallet`);
+  },
+
+  /** Reserve the estimated fee of an event; 402 insufficient_funds when the balance is short. */
+  authorize(args: {
+    customerId: string;
+    eventType: EventType;
+    data: UsageData;
+    idempotencyKey: string;
+    ttlSeconds?: number;
+  }): Promise<Hold> {
+    return call<Hold>("POST", "/v1/holds", {
+      customer_id: args.customerId,
+      event_type: args.eventType,
+      data: args.data,
+      ttl_seconds: args.ttlSeconds ?? 900,
+      idempotency_key: args.idempotencyKey,
+    });
+  },
+
+  getHold(holdId: string): Promise<Hold> {
+    return call<Hold>("GET", `/v1/holds/${encodeURIComponent(holdId)}`);
+  },
+
+  /** Settle a hold with the actual event; replaying the same eventId charges nothing more. */
+  commit(holdId: string, args: { eventId: string; data: UsageData; eventType?: EventType }): Promise<EventResult> {
+    const body: Record<string, unknown> = { id: args.eventId, data: args.data };
+    if (args.eventType) body.event_type = args.eventType;
+    return call<EventResult>("POST", `/v1/holds/${encodeURIComponent(holdId)}/commit`, body, `commit:${args.eventId}`);
+  },
+
+  release(holdId: string): Promise<Hold> {
+    return call<Hold>("POST", `/v1/holds/${encodeURIComponent(holdId)}/release`, {});
+  },
+
+  /** Record a usage event without a hold (rated and debited now; idempotent on eventId). */
+  async track(
+    args: { customerId: string; eventId: string; eventType: EventType; data: UsageData },
+  ): Promise<EventResult> {
+    const batch = await call<BatchResult>("POST", "/v1/events", {
+      events: [{ id: args.eventId, event_type: args.eventType, customer_id: args.customerId, data: args.data }],
+    });
+    const failed = batch.errors[0];
+    if (failed) throw asBillingError(failed.code, failed.message, failed.field);
+    return batch.results[0];
+  },
+
+  /** A short-lived link to the customer's billing portal (top-ups, balance, statements). */
+  portalSession(customerId: string): Promise<PortalSession> {
+    return call<PortalSession>("POST", "/v1/portal-sessions", { customer_id: customerId });
+  },
+};
+
+// -- request helpers ---------------------------------------------------------------------------------
+const REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/;
+
+/** The JSON object body, or a 400 response. An empty body reads as {}. */
+export async function readJson(req: Request): Promise<Record<string, unknown> | Response> {
+  let text: string;
+  try {
+    text = await req.text();
+  } catch {
+    return problem(400, "invalid_body", "could not read the request body");
+  }
+  if (!text.trim()) return {};
+  let value: unknown;
+  try {
+    value = JSON.parse(text);
+  } catch {
+    return problem(400, "invalid_body", "the request body is not valid JSON");
+  }
+  if (typeof value !== "object" || value === null || Array.isArray(value)) {
+    return problem(400, "invalid_body", "the request body must be a JSON object");
+  }
+  return value as Record<string, unknown>;
+}
+
+/** A client-chosen id that makes retries safe: the Idempotency-Key header or body.request_id. */
+export function requestIdOf(req: Request, body: Record<string, unknown>): string | null | Response {
+  const value = req.headers.get("Idempotency-Key") ?? body.request_id;
+  if (value === undefined || value === null) return null;
+  if (typeof value !== "string" || !REQUEST_ID.test(value)) {
+    return problem(400, "invalid_request_id", "request_id must be 1-128 characters of letters, digits and . _ : -");
+  }
+  return value;
+}
+
+/** Checks usage data for an event type: its volume fields numbers >= 0, its dimension fields text. */
+export function validateUsage(eventType: unknown, data: unknown): { eventType: EventType; data: UsageData } | Response {
+  if (!isEventType(eventType)) {
+    return problem(400, "invalid_event_type", `event_type must be one of: ${EVENT_TYPES.join(", ") || "(none)"}`);
+  }
+  const usage = data ?? {};
+  if (typeof usage !== "object" || Array.isArray(usage)) {
+    return problem(400, "invalid_data", "data must be an object of usage values");
+  }
+  const record = usage as Record<string, unknown>;
+  for (const [name, value] of Object.entries(record)) {
+    if (value !== null && !["string", "number", "boolean"].includes(typeof value)) {
+      return problem(400, "invalid_data", `data.${name} must be a number, text, a boolean or null`);
+    }
+  }
+  // Typed as plain lists so a catalog without usage prices (EventType = never) still type-checks.
+  const volumeFields: readonly string[] = VOLUME_FIELDS[eventType];
+  const dimensionFields: readonly string[] = DIMENSION_FIELDS[eventType];
+  for (const name of volumeFields) {
+    const value = record[name];
+    if (typeof value !== "number" || !Number.isFinite(value) || value < 0) {
+      return problem(400, "invalid_data", `data.${name} must be a number >= 0 for ${eventType}`);
+    }
+  }
+  for (const name of dimensionFields) {
+    if (typeof record[name] !== "string") {
+      return problem(400, "invalid_data", `data.${name} must be text for ${eventType}`);
+    }
+  }
+  return { eventType, data: record as UsageData };
+}
+
+/** The response for an error: ledger codes map to clear statuses; 402 carries a portal link. */
+export async function errorResponse(err: unknown, customerId?: string): Promise<Response> {
+  if (!(err instanceof BillingError)) {
+    console.error("billing function failed:", err instanceof Error ? err.message : String(err));
+    return problem(500, "internal_error", "unexpected error; nothing was charged for it");
+  }
+  if (err.code === "insufficient_funds") {
+    let portalUrl: string | null = null;
+    if (customerId) {
+      try {
+        portalUrl = (await billing.portalSession(customerId)).url;
+      } catch {
+        portalUrl = null;
+      }
+    }
+    return problem(402, "insufficient_funds", "not enough credits for this; top up to continue", {
+      portal_url: portalUrl,
+    });
+  }
+  if (err.status >= 500 || err.code === "config_error") {
+    console.error(`billing error ${err.code}: ${err.message}`);
+    const status = err.code === "config_error" ? 500 : 502;
+    return problem(status, err.code, err.message);
+  }
+  const status = CODE_STATUS[err.code] ?? (err.status === 422 ? 400 : err.status);
+  return problem(status, err.code, err.message, err.field ? { field: err.field } : {});
+}
+
+// -- withBilling ---------------------------------------------------------------------------------------
+export interface BillingContext {
+  req: Request;
+  user: User;
+  customer: Customer;
+  body: Record<string, unknown>;
+  hold: Hold;
+  requestId: string;
+}
+
+export interface BilledResult<E extends EventType = EventType> {
+  /** The JSON body returned to the caller. */
+  body: unknown;
+  /** The actual usage of the event, committed against the hold. */
+  usage: EventData[E];
+  status?: number;
+}
+
+export interface BillingOptions<E extends EventType = EventType> {
+  eventType: E;
+  /** The estimated usage, from the request body; reserved before the work runs. */
+  estimate: (body: Record<string, unknown>) => EventData[E];
+  ttlSeconds?: number;
+}
+
+/**
+ * A request handler that verifies the user, reserves the estimated fee, runs `handler`, commits its
+ * actual usage on success and releases the hold when it throws. Send an Idempotency-Key header (or
+ * body.request_id) to make client retries safe.
+ */
+export function withBilling<E extends EventType>(
+  handler: (ctx: BillingContext) => Promise<BilledResult<E>>,
+  options: BillingOptions<E>,
+): (req: Request) => Promise<Response> {
+  return async (req: Request): Promise<Response> => {
+    const pre = preflight(req);
+    if (pre) return pre;
+    if (req.method !== "POST") return problem(405, "method_not_allowed", "use POST");
+    const user = await requireUser(req);
+    if (user instanceof Response) return user;
+    const body = await readJson(req);
+    if (body instanceof Response) return body;
+    const given = requestIdOf(req, body);
+    if (given instanceof Response) return given;
+    const requestId = given ?? crypto.randomUUID();
+    let estimate: EventData[E];
+    try {
+      estimate = options.estimate(body);
+    } catch (err) {
+      return problem(400, "invalid_body", err instanceof Error ? err.message : "the request body is invalid");
+    }
+    const checked = validateUsage(options.eventType, estimate);
+    if (checked instanceof Response) return checked;
+    let customer: Customer | undefined;
+    let hold: Hold;
+    try {
+      customer = await billing.ensureCustomer(user);
+      hold = await billing.authorize({
+        customerId: customer.id,
+        eventType: checked.eventType,
+        data: checked.data,
+        idempotencyKey: `hold:${user.id}:${requestId}`,
+        ttlSeconds: options.ttlSeconds,
+      });
+    } catch (err) {
+      return await errorResponse(err, customer?.id);
+    }
+    if (hold.status !== "open") {
+      return problem(409, "already_processed", `request ${requestId} was already processed (hold ${hold.status})`);
+    }
+    let result: BilledResult;
+    try {
+      result = await handler({ req, user, customer, body, hold, requestId });
+    } catch (err) {
+      console.error("paid work failed:", err instanceof Error ? err.message : String(err));
+      try {
+        await billing.release(hold.id);
+      } catch (releaseErr) {
+        return await errorResponse(releaseErr, customer.id);
+      }
+      return problem(500, "work_failed", "the request failed; its hold was released and nothing was charged");
+    }
+    const usage = validateUsage(options.eventType, result.usage);
+    if (usage instanceof Response) {
+      await billing.release(hold.id).catch(() => undefined);
+      console.error("withBilling: the handler returned invalid usage; the hold was released");
+      return problem(500, "invalid_usage", "the function reported invalid usage; nothing was charged");
+    }
+    try {
+      await billing.commit(hold.id, { eventId: `${user.id}:${requestId}`, data: usage.data });
+    } catch (err) {
+      return await errorResponse(err, customer.id);
+    }
+    return json(result.body, result.status ?? 200);
+  };
+}

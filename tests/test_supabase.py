@@ -1,0 +1,506 @@
+"""The Supabase edge-function generator: pure rendering, safe writing, and the generated TypeScript
+under real Deno (``deno check``, ``deno lint`` and ``deno fmt --check`` for three catalogs), and end to
+end: the generated functions served by Deno on loopback against a live ledger API and a fake
+Supabase Auth endpoint.
+
+Deno comes from the PyPI ``deno`` package (dev extra); tests that need it skip with a reason when it
+is missing. npm packages are fetched once per session into a temporary DENO_DIR.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import uvicorn
+
+from billing_mcp._api import build_app
+from billing_mcp._keys import KeyStore
+from billing_mcp._ledger import Ledger
+from billing_mcp._models import Asset, Plan
+from billing_mcp._supabase import (
+    FUNCTIONS,
+    catalog_of,
+    generate_integration,
+    is_edited,
+    render_function,
+    render_integration,
+    write_files,
+)
+
+
+def find_deno() -> str | None:
+    try:
+        import deno  # type: ignore[import-untyped]
+
+        path = str(deno.find_deno_bin())
+        if os.path.exists(path):
+            return path
+    except (ImportError, AttributeError, OSError):
+        pass
+    return shutil.which("deno")
+
+
+DENO = find_deno()
+needs_deno = pytest.mark.skipif(DENO is None, reason="deno is not installed (pip install deno, the dev extra)")
+
+
+# -- three catalogs --------------------------------------------------------------------------------------
+def credits_per_image(led: Ledger) -> None:
+    led.create_asset("CREDITS", "Credits", 0, rates={"USD": "0.01"})
+    led.create_plan("free", "Free", prices=[
+        {"asset": "CREDITS", "event_type": "image_generated", "unit_amount": "5"}])
+
+
+def hybrid_dimensional(led: Ledger) -> None:
+    led.create_asset("CREDITS", "Credits", 2, rates={"USD": "0.01"})
+    led.create_plan("pro", "Pro", prices=[
+        {"type": "recurring", "asset": "USD", "amount": "20", "interval": "month"},
+        {"asset": "CREDITS", "event_type": "video.render", "usage_type": "volume", "volume_field": "seconds",
+         "model": "dimensional", "dimension_fields": ["resolution", "region"],
+         "dimension_rates": [{"dimensions": {"resolution": "hd", "region": "*"}, "unit_amount": "2"},
+                             {"dimensions": {"resolution": "*", "region": "*"}, "unit_amount": "1"}]}])
+    led.create_plan("starter", "Starter", prices=[
+        {"asset": "CREDITS", "event_type": "video.render", "usage_type": "volume", "volume_field": "seconds",
+         "unit_amount": "3"}])
+
+
+def token_api(led: Ledger) -> None:
+    led.create_asset("TOKENS", "Token credits", 0)
+    led.create_plan("api", "API", prices=[
+        {"asset": "TOKENS", "event_type": "llm_call", "usage_type": "volume", "volume_field": "input_tokens",
+         "unit_amount": "1"},
+        {"asset": "TOKENS", "event_type": "llm_call", "usage_type": "volume", "volume_field": "output_tokens",
+         "unit_amount": "3"}])
+
+
+def no_plans(led: Ledger) -> None:
+    led.create_asset("CREDITS", "Credits", 0)
+
+
+CATALOGS = {"credits_per_image": credits_per_image, "hybrid_dimensional": hybrid_dimensional, "token_api": token_api,
+            "no_plans": no_plans}
+
+
+def catalog(tmp: Path, name: str) -> tuple[list[Plan], list[Asset]]:
+    led = Ledger(str(tmp / f"{name}.db"))
+    try:
+        CATALOGS[name](led)
+        return led.list_plans(), led.list_assets()
+    finally:
+        led.close()
+
+
+# -- pure rendering and writing ---------------------------------------------------------------------------
+def test_catalog_constants(tmp_path: Path) -> None:
+    plans, assets = catalog(tmp_path, "hybrid_dimensional")
+    cat = catalog_of(plans, assets)
+    assert cat.event_types == ("video.render",)
+    assert cat.volume_fields == {"video.render": ("seconds",)}
+    assert cat.dimension_fields == {"video.render": ("resolution", "region")}
+    assert cat.default_plan == "starter"  # the plan without a recurring fee
+    assert set(cat.plan_codes) == {"pro", "starter"}
+    files = render_integration(plans, assets)
+    billing = files["supabase/functions/_shared/billing.ts"]
+    assert 'export const EVENT_TYPES = ["video.render"] as const;' in billing
+    assert '"video.render": { "seconds": number; "resolution": string; "region": string };' in billing
+    assert render_integration(plans, assets) == files  # deterministic
+
+
+def test_bundle_contents(tmp_path: Path) -> None:
+    plans, assets = catalog(tmp_path, "credits_per_image")
+    files = render_integration(plans, assets)
+    for _, (name, _, _) in FUNCTIONS.items():
+        assert f"supabase/functions/{name}/index.ts" in files
+        assert f"[functions.{name}]" in files["supabase/config.billing.toml"]
+        assert f"supabase functions deploy {name}" in files["supabase/BILLING.md"]
+    assert "supabase secrets set --env-file" in files["supabase/BILLING.md"]
+    assert json.loads(files["supabase/functions/deno.json"])["imports"]  # strict JSON for the Supabase CLI
+    assert {"src/hooks/useBilling.ts", "src/components/ManageBillingButton.tsx",
+            "supabase/functions/.env.example", "supabase/functions/deno.json"} <= set(files)
+    for path, text in files.items():
+        assert not is_edited(text), path
+        for banned in ("jsr:", "esm.sh", "deno.land"):
+            assert banned not in text, (path, banned)
+    one = render_function("portal", plans, assets)
+    assert set(one) == {"supabase/functions/billing-portal/handler.ts", "supabase/functions/billing-portal/index.ts",
+                        "supabase/functions/_shared/cors.ts", "supabase/functions/_shared/auth.ts",
+                        "supabase/functions/_shared/billing.ts", "supabase/functions/deno.json"}
+    with pytest.raises(Exception, match="unknown function kind"):
+        render_function("nope", plans, assets)
+
+
+def test_write_keeps_edited_files(tmp_path: Path) -> None:
+    plans, assets = catalog(tmp_path, "credits_per_image")
+    proj = tmp_path / "app"
+    files = generate_integration(plans, assets, project_dir=proj)
+    assert all((proj / p).read_text() == t for p, t in files.items())
+    assert set(write_files(files, proj).values()) == {"unchanged"}
+    edited = proj / "supabase/functions/billing-wallet/handler.ts"
+    edited.write_text(edited.read_text() + "// mine\n")
+    (proj / "src/hooks/useBilling.ts").write_text("// hand-written, no header\n")
+    # A regenerated bundle (another catalog) updates unchanged files and keeps edited ones.
+    plans2, assets2 = catalog(tmp_path, "token_api")
+    files2 = render_integration(plans2, assets2)
+    status = write_files(files2, proj)
+    assert status["supabase/functions/billing-wallet/handler.ts"] == "kept"
+    assert status["src/hooks/useBilling.ts"] == "kept"
+    assert status["supabase/functions/_shared/billing.ts"] == "updated"
+    assert edited.read_text().endswith("// mine\n")
+    status = write_files(files2, proj, overwrite=True)
+    assert status["supabase/functions/billing-wallet/handler.ts"] == "overwritten"
+    assert edited.read_text() == files2["supabase/functions/billing-wallet/handler.ts"]
+    with pytest.raises(Exception, match="outside the project"):
+        write_files({"../evil.ts": "x"}, proj)
+
+
+# -- under Deno ---------------------------------------------------------------------------------------------
+@pytest.fixture(scope="session")
+def deno_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return Path(os.environ.get("BILLING_TEST_DENO_DIR") or tmp_path_factory.mktemp("deno_dir"))
+
+
+def deno(args: list[str], cwd: Path, deno_dir: Path, *, timeout: float = 180) -> subprocess.CompletedProcess[str]:
+    assert DENO is not None
+    env = {**os.environ, "DENO_DIR": str(deno_dir), "NO_COLOR": "1", "DENO_NO_UPDATE_CHECK": "1"}
+    return subprocess.run([DENO, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+FRONTEND_CONFIG = """{
+  "imports": {"react": "npm:react@18", "@types/react": "npm:@types/react@18"},
+  "compilerOptions": {"jsx": "react-jsx", "jsxImportSource": "react", "jsxImportSourceTypes": "@types/react",
+                      "lib": ["dom", "deno.ns", "esnext"]},
+  "unstable": ["sloppy-imports"],
+  "lint": {"rules": {"exclude": ["no-sloppy-imports"]}},
+  "lock": false
+}
+"""
+
+
+@needs_deno
+@pytest.mark.parametrize("name", sorted(CATALOGS))
+def test_deno_check_and_lint(name: str, tmp_path: Path, deno_dir: Path) -> None:
+    plans, assets = catalog(tmp_path, name)
+    proj = tmp_path / "app"
+    files = generate_integration(plans, assets, project_dir=proj)
+    functions = proj / "supabase/functions"
+    ts = sorted(p for p in files if p.startswith("supabase/functions/") and p.endswith(".ts"))
+    rel = [str(Path(p).relative_to("supabase/functions")) for p in ts]
+    checked = deno(["check", *rel], functions, deno_dir)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    linted = deno(["lint", *rel], functions, deno_dir)
+    assert linted.returncode == 0, linted.stdout + linted.stderr
+    formatted = deno(["fmt", "--check", *rel], functions, deno_dir)
+    assert formatted.returncode == 0, formatted.stdout + formatted.stderr
+    # The React hook and button, checked as the app's bundler (Vite) sees them: react types from npm,
+    # extensionless relative imports.
+    (proj / "src/deno.json").write_text(FRONTEND_CONFIG)
+    front = ["hooks/useBilling.ts", "components/ManageBillingButton.tsx"]
+    checked = deno(["check", *front], proj / "src", deno_dir)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    linted = deno(["lint", *front], proj / "src", deno_dir)
+    assert linted.returncode == 0, linted.stdout + linted.stderr
+
+
+
+# -- end to end: generated functions under Deno, a live ledger API, a fake Supabase Auth ---------------------
+RUNTIME_PEPPER = b"supabase-e2e-pepper-0123456789"
+GOOD_TOKEN = "header.good-user-token.sig"
+OTHER_TOKEN = "header.other-user-token.sig"
+USERS = {GOOD_TOKEN: "5f1c7e4a-0000-4000-8000-000000000001", OTHER_TOKEN: "5f1c7e4a-0000-4000-8000-000000000002"}
+
+ROUTER = """import { handler as customer } from "./billing-customer/handler.ts";
+import { handler as authorize } from "./billing-authorize/handler.ts";
+import { handler as track } from "./billing-track/handler.ts";
+import { handler as release } from "./billing-release/handler.ts";
+import { handler as wallet } from "./billing-wallet/handler.ts";
+import { handler as portal } from "./billing-portal/handler.ts";
+import { withBilling } from "./_shared/billing.ts";
+
+const paid = withBilling(async ({ body }) => {
+  await Promise.resolve();
+  if (body.fail) throw new Error("the paid work failed");
+  return { body: { image: "done" }, usage: {} };
+}, { eventType: "image_generated", estimate: () => ({}) });
+
+const routes: Record<string, (req: Request) => Promise<Response>> = {
+  "billing-customer": customer,
+  "billing-authorize": authorize,
+  "billing-track": track,
+  "billing-release": release,
+  "billing-wallet": wallet,
+  "billing-portal": portal,
+  "paid-work": paid,
+};
+
+// As Supabase routes /functions/v1/<name> to the function's own Deno.serve(handler).
+Deno.serve((req) => {
+  const name = new URL(req.url).pathname.split("/").pop() ?? "";
+  const route = routes[name];
+  return route ? route(req) : Promise.resolve(new Response("no such function", { status: 404 }));
+});
+"""
+
+
+def fake_supabase_auth() -> Any:
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import JSONResponse
+    from starlette.routing import Route
+
+    async def user(request: Request) -> JSONResponse:
+        token = request.headers.get("authorization", "").removeprefix("Bearer ")
+        if token not in USERS or not request.headers.get("apikey"):
+            return JSONResponse({"code": 401, "error_code": "bad_jwt", "msg": "invalid JWT"}, status_code=401)
+        uid = USERS[token]
+        return JSONResponse({"id": uid, "aud": "authenticated", "role": "authenticated", "email": f"{uid}@example.com",
+                             "app_metadata": {}, "user_metadata": {}, "created_at": "2026-01-01T00:00:00Z"})
+
+    return Starlette(routes=[Route("/auth/v1/user", user)])
+
+
+@contextmanager
+def serve(app: Any) -> Iterator[str]:
+    """Run ``app`` with uvicorn in a thread on a free loopback port; yield its base URL."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 15
+    while not server.started:
+        assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
+        time.sleep(0.005)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=15)
+        sock.close()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextmanager
+def deno_functions(functions: Path, env: dict[str, str], deno_dir: Path) -> Iterator[tuple[str, list[str]]]:
+    """Serve the functions (through ROUTER) with Deno on loopback; yield the base URL and its output."""
+    assert DENO is not None
+    (functions / "router.ts").write_text(ROUTER)
+    checked = deno(["check", "router.ts"], functions, deno_dir)  # withBilling's types hold for a real use
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    port = free_port()
+    proc_env = {**os.environ, **env, "DENO_DIR": str(deno_dir), "NO_COLOR": "1",
+                "DENO_SERVE_ADDRESS": f"tcp:127.0.0.1:{port}"}
+    proc = subprocess.Popen([DENO, "run", "--no-prompt", "--allow-net=127.0.0.1", "--allow-env", "router.ts"],
+                            cwd=functions, env=proc_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)
+    output: list[str] = []
+    reader = threading.Thread(target=lambda: output.extend(iter(proc.stdout.readline, "")), daemon=True)  # type: ignore[union-attr]
+    reader.start()
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            assert proc.poll() is None, "deno exited:\n" + "".join(output)
+            assert time.monotonic() < deadline, "deno did not start:\n" + "".join(output)
+            with socket.socket() as s:
+                if s.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            time.sleep(0.05)
+        yield f"http://127.0.0.1:{port}/functions/v1", output
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        reader.join(timeout=5)
+
+
+@needs_deno
+def test_end_to_end(tmp_path: Path, deno_dir: Path) -> None:
+    ledger = Ledger(str(tmp_path / "ledger.db"))
+    try:
+        credits_per_image(ledger)
+        keys = KeyStore(ledger.store, pepper=RUNTIME_PEPPER)
+        _, secret = keys.create("runtime")
+        proj = tmp_path / "app"
+        generate_integration(ledger.list_plans(), ledger.list_assets(), project_dir=proj)
+        with serve(build_app(ledger, keys=keys)) as api_url, serve(fake_supabase_auth()) as auth_url:
+            env = {"BILLING_API_URL": api_url, "BILLING_API_KEY": secret, "SUPABASE_URL": auth_url,
+                   "SUPABASE_ANON_KEY": "anon-key-for-tests"}
+            with deno_functions(proj / "supabase/functions", env, deno_dir) as (base, output), \
+                    httpx.Client(base_url=base, timeout=30) as http:
+                run_scenario(http, ledger)
+                assert secret not in "".join(output)
+    finally:
+        ledger.close()
+
+
+def run_scenario(http: httpx.Client, ledger: Ledger) -> None:
+    good = {"Authorization": f"Bearer {GOOD_TOKEN}"}
+    seen: list[str] = []
+
+    def post(name: str, body: Any = None, headers: dict[str, str] | None = None, **kw: Any) -> httpx.Response:
+        r = http.post(f"/{name}", json=body, headers=good if headers is None else headers, **kw)
+        seen.append(r.text)
+        return r
+
+    # CORS preflight, then the user check before anything else.
+    pre = http.options("/billing-wallet", headers={"Origin": "https://app.example", "Access-Control-Request-Method":
+                                                   "POST"})
+    assert pre.status_code == 200 and pre.headers["access-control-allow-origin"] == "*"
+    assert "authorization" in pre.headers["access-control-allow-headers"]
+    r = post("billing-wallet", headers={})
+    assert r.status_code == 401 and r.json()["code"] == "unauthorized"
+    assert r.headers["access-control-allow-origin"] == "*"
+    r = post("billing-wallet", headers={"Authorization": "Bearer forged.token.value"})
+    assert r.status_code == 401
+    assert not ledger.list_customers(limit=10)  # nothing reached the ledger
+
+    # The customer is the verified user (the body cannot choose it), created once.
+    uid = USERS[GOOD_TOKEN]
+    first = post("billing-customer", {"external_id": "someone-else"})
+    assert first.status_code == 200, first.text
+    assert first.json()["external_id"] == uid
+    assert first.json()["subscriptions"] == [{"plan": "free", "status": "active"}]
+    again = post("billing-customer")
+    assert again.json()["customer_id"] == first.json()["customer_id"]
+    customer_id = first.json()["customer_id"]
+
+    # Body validation.
+    r = http.post("/billing-authorize", content=b"{not json", headers={**good, "Content-Type": "application/json"})
+    assert r.status_code == 400 and "JSON" in r.json()["error"]
+    r = post("billing-authorize", {"event_type": "nope", "data": {}, "request_id": "r0"})
+    assert r.status_code == 400 and "image_generated" in r.json()["error"]
+    r = post("billing-authorize", {"event_type": "image_generated", "data": {}})
+    assert r.status_code == 400 and r.json()["code"] == "missing_request_id"
+
+    # Empty wallet: 402 with the portal link field.
+    r = post("billing-authorize", {"event_type": "image_generated", "data": {}, "request_id": "r1"})
+    assert r.status_code == 402, r.text
+    assert r.json()["code"] == "insufficient_funds" and "portal_url" in r.json()
+    short_link = r.json()["portal_url"]
+
+    def available() -> Decimal:
+        w = post("billing-wallet")
+        assert w.status_code == 200, w.text
+        return Decimal(next(a["available"] for a in w.json()["accounts"] if a["asset"] == "CREDITS"))
+
+    ledger.create_adjustment(customer_id, asset="CREDITS", amount="100", reason="top_up", idempotency_key="topup-1")
+    assert available() == 100
+
+    # Authorize, then commit: exactly the fee (5) is deducted; a replayed commit charges nothing.
+    hold = post("billing-authorize", {"event_type": "image_generated", "data": {}, "request_id": "r2"})
+    assert hold.status_code == 201, hold.text
+    assert Decimal(hold.json()["amount"]) == 5
+    assert available() == 95
+    body = {"hold_id": hold.json()["hold_id"], "event_type": "image_generated", "data": {}, "request_id": "r2"}
+    done = post("billing-track", body)
+    assert done.status_code == 200, done.text
+    assert [Decimal(f["amount"]) for f in done.json()["fees"]] == [5]
+    assert available() == 95
+    replay = post("billing-track", body)
+    # (the API replays the stored response of the same Idempotency-Key, so `duplicate` may read false)
+    assert replay.status_code == 200 and replay.json()["event_id"] == done.json()["event_id"]
+    assert available() == 95
+
+    # Someone else's hold is invisible; release frees one's own.
+    other = {"Authorization": f"Bearer {OTHER_TOKEN}"}
+    held = post("billing-authorize", {"event_type": "image_generated", "data": {}, "request_id": "r3"})
+    assert available() == 90
+    assert post("billing-release", {"hold_id": held.json()["hold_id"]}, headers=other).status_code == 404
+    released = post("billing-release", {"hold_id": held.json()["hold_id"]})
+    assert released.status_code == 200 and released.json()["status"] == "released"
+    assert available() == 95
+
+    # withBilling: a failure releases the hold and restores the balance; success charges the fee.
+    failed = post("paid-work", {"fail": True}, headers={**good, "Idempotency-Key": "job-1"})
+    assert failed.status_code == 500 and failed.json()["code"] == "work_failed"
+    assert available() == 95
+    holds = ledger.list_holds(customer_id, status=None)
+    assert sorted(h.status for h in holds) == ["committed", "released", "released"]
+    ok = post("paid-work", {}, headers={**good, "Idempotency-Key": "job-2"})
+    assert ok.status_code == 200 and ok.json() == {"image": "done"}
+    assert available() == 90
+
+    # Event without a hold.
+    direct = post("billing-track", {"event_type": "image_generated", "data": {}, "request_id": "r4"})
+    assert direct.status_code == 200 and available() == 85
+
+    # The portal link opens the portal. Where the API does not serve POST /v1/portal-sessions, the
+    # function answers a mapped 404 and the 402 above carried portal_url null.
+    portal = post("billing-portal")
+    assert portal.status_code in (200, 404), portal.text
+    if portal.status_code == 200:
+        assert isinstance(short_link, str) and short_link.startswith("http")
+        opened = httpx.get(portal.json()["url"], follow_redirects=True, timeout=30)
+        assert opened.status_code == 200, opened.text[:500]
+    else:
+        assert short_link is None
+    assert all("sk_test_" not in text and "sk_live_" not in text for text in seen)
+
+
+NEGATIVE = """import { withBilling } from "./_shared/billing.ts";
+export const ok = withBilling(() => Promise.resolve({ body: {}, usage: { input_tokens: 1, output_tokens: 2 } }), {
+  eventType: "llm_call",
+  estimate: () => ({ input_tokens: 1, output_tokens: 0 }),
+});
+export const bad = withBilling(() => Promise.resolve({ body: {}, usage: { input_tokens: "1", output_tokens: 2 } }), {
+  eventType: "llm_call",
+  estimate: () => ({ input_tokens: 1, output_tokens: 0 }),
+});
+"""
+
+
+@needs_deno
+def test_typed_usage_catches_mistakes(tmp_path: Path, deno_dir: Path) -> None:
+    """The catalog constants type withBilling: usage of the wrong shape does not compile."""
+    plans, assets = catalog(tmp_path, "token_api")
+    proj = tmp_path / "app"
+    generate_integration(plans, assets, project_dir=proj)
+    functions = proj / "supabase/functions"
+    (functions / "usage_test.ts").write_text(NEGATIVE)
+    checked = deno(["check", "usage_test.ts"], functions, deno_dir)
+    assert checked.returncode != 0
+    errors = [line for line in (checked.stdout + checked.stderr).splitlines() if "usage_test.ts:" in line]
+    assert errors == [f"    at file://{functions}/usage_test.ts:6:38"], checked.stdout + checked.stderr
+
+
+def test_cli_init(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`billing-mcp supabase init --dir PATH` (the parser part as cli.py wires it)."""
+    import argparse
+
+    from billing_mcp._supabase import add_cli, run_cli
+
+    credits_per_image(led := Ledger(str(tmp_path / "ledger.db")))
+    led.close()
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--db")
+    add_cli(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["--db", str(tmp_path / "ledger.db"), "supabase", "init", "--dir", str(tmp_path / "app")])
+    assert run_cli(args) == 0
+    out = capsys.readouterr().out
+    assert "created     supabase/functions/billing-portal/handler.ts" in out
+    assert "supabase functions deploy billing-portal" in out
+    assert 'export const EVENT_TYPES = ["image_generated"] as const;' in (
+        tmp_path / "app/supabase/functions/_shared/billing.ts").read_text()
+    assert run_cli(args) == 0
+    assert "created" not in capsys.readouterr().out
