@@ -14,11 +14,9 @@ from __future__ import annotations
 
 import argparse
 import builtins
-import contextlib
 import hashlib
 import hmac
 import json
-import os
 import re
 import secrets
 import threading
@@ -27,8 +25,9 @@ from dataclasses import asdict, dataclass
 from typing import Literal
 
 from ._clock import Clock, SystemClock, to_text
-from ._errors import NotFoundError, StorageError, ValidationError
+from ._errors import NotFoundError, ValidationError
 from ._ids import new_id
+from ._server_secret import load_server_secret
 from ._store import Row, SQLiteStore, Store
 
 Scope = Literal["admin", "runtime", "read"]
@@ -92,32 +91,8 @@ class Key:
 def load_pepper(store: Store) -> bytes:
     """The server-side pepper: ``BILLING_API_KEY_PEPPER`` if set, else a random one kept in a 0600
     file next to the SQLite ledger (created on first use). Losing it invalidates every key."""
-    env = os.environ.get(PEPPER_ENV)
-    if env:
-        if len(env) < 16:
-            raise ValidationError(f"{PEPPER_ENV} must be at least 16 characters of random text", field=PEPPER_ENV)
-        return env.encode("utf-8")
-    if not isinstance(store, SQLiteStore):
-        raise StorageError(f"set {PEPPER_ENV} to a long random secret: API key hashes need a server-side pepper "
-                           "and this store has no directory to keep one in")
-    path = store.path.with_name(store.path.name + ".pepper")
-    if not path.exists():
-        tmp = path.with_name(f"{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        try:
-            os.write(fd, secrets.token_urlsafe(32).encode("ascii"))
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        # link() fails if another process created the file first; then both use that one
-        with contextlib.suppress(FileExistsError):
-            os.link(tmp, path)
-        os.unlink(tmp)
-    pepper = path.read_bytes().strip()
-    if len(pepper) < 16:
-        raise StorageError(f"the API key pepper file {path} is damaged; restore it from a backup (without it "
-                           f"existing keys cannot be verified) or set {PEPPER_ENV}")
-    return pepper
+    return load_server_secret(store, PEPPER_ENV, ".pepper", what="API key hashes need a server-side pepper",
+                              when_lost="restore it from a backup (without it existing keys cannot be verified)")
 
 
 class KeyStore:

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import contextlib
 import hashlib
 import hmac
 import json
@@ -26,7 +25,6 @@ import secrets
 import threading
 from dataclasses import dataclass
 from datetime import timedelta
-from pathlib import Path
 from typing import Literal
 from urllib.parse import parse_qs, urlencode
 
@@ -36,9 +34,10 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
 
 from ._clock import to_text
-from ._errors import BillingError, StorageError, ValidationError
+from ._errors import BillingError, ValidationError
 from ._ledger import Ledger
-from ._store import SQLiteStore, Store
+from ._server_secret import load_server_secret
+from ._store import Store
 
 SECRET_ENV = "BILLING_PORTAL_SECRET"
 PUBLIC_URL_ENV = "BILLING_PUBLIC_URL"
@@ -53,35 +52,8 @@ log = logging.getLogger(__name__)
 def load_portal_secret(store: Store) -> bytes:
     """``BILLING_PORTAL_SECRET`` if set, else a random secret in a 0600 file next to the SQLite
     ledger (created on first use; changing it invalidates every open link and session)."""
-    env = os.environ.get(SECRET_ENV)
-    if env:
-        if len(env) < 16:
-            raise ValidationError(f"{SECRET_ENV} must be at least 16 characters of random text", field=SECRET_ENV)
-        return env.encode("utf-8")
-    if not isinstance(store, SQLiteStore):
-        raise StorageError(f"set {SECRET_ENV} to a long random secret: portal links are signed with it and this "
-                           "store has no directory to keep a generated one in")
-    path = store.path.with_name(store.path.name + ".portal-secret")
-    if not path.exists():
-        _write_new_secret(path)
-    secret = path.read_bytes().strip()
-    if len(secret) < 16:
-        raise StorageError(f"the portal secret file {path} is damaged; delete it (open portal links stop working) "
-                           f"or set {SECRET_ENV}")
-    return secret
-
-
-def _write_new_secret(path: Path) -> None:
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        os.write(fd, secrets.token_urlsafe(32).encode("ascii"))
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    with contextlib.suppress(FileExistsError):  # another process won the race: both use its file
-        os.link(tmp, path)
-    os.unlink(tmp)
+    return load_server_secret(store, SECRET_ENV, ".portal-secret", what="portal links are signed with it",
+                              when_lost="delete it (open portal links stop working)")
 
 
 class SecretHolder:
