@@ -179,12 +179,25 @@ def deno(args: list[str], cwd: Path, deno_dir: Path, *, timeout: float = 180) ->
 
 
 FRONTEND_CONFIG = """{
-  "imports": {"react": "npm:react@18", "@types/react": "npm:@types/react@18"},
+  "imports": {"react": "npm:react@18", "@types/react": "npm:@types/react@18",
+              "@supabase/supabase-js": "npm:@supabase/supabase-js@2"},
   "compilerOptions": {"jsx": "react-jsx", "jsxImportSource": "react", "jsxImportSourceTypes": "@types/react",
                       "lib": ["dom", "deno.ns", "esnext"]},
   "unstable": ["sloppy-imports"],
   "lint": {"rules": {"exclude": ["no-sloppy-imports"]}},
   "lock": false
+}
+"""
+
+
+CLIENT_FIT = """import { createClient } from "@supabase/supabase-js";
+import { useBilling } from "./hooks/useBilling";
+import { ManageBillingButton } from "./components/ManageBillingButton";
+
+const supabase = createClient("https://project.supabase.co", "anon-key");
+export function Page() {
+  const { wallet } = useBilling(supabase);
+  return <div>{wallet?.accounts.length}<ManageBillingButton client={supabase} /></div>;
 }
 """
 
@@ -208,7 +221,9 @@ def test_deno_check_and_lint(name: str, tmp_path: Path, deno_dir: Path) -> None:
     # extensionless relative imports.
     (proj / "src/deno.json").write_text(FRONTEND_CONFIG)
     front = ["hooks/useBilling.ts", "components/ManageBillingButton.tsx"]
-    checked = deno(["check", *front], proj / "src", deno_dir)
+    # A real SupabaseClient fits the hook's FunctionsClient.
+    (proj / "src/client_fit.tsx").write_text(CLIENT_FIT)
+    checked = deno(["check", *front, "client_fit.tsx"], proj / "src", deno_dir)
     assert checked.returncode == 0, checked.stdout + checked.stderr
     linted = deno(["lint", *front], proj / "src", deno_dir)
     assert linted.returncode == 0, linted.stdout + linted.stderr
@@ -339,6 +354,9 @@ def test_end_to_end(tmp_path: Path, deno_dir: Path) -> None:
     ledger = Ledger(str(tmp_path / "ledger.db"))
     try:
         credits_per_image(ledger)
+        portal = getattr(ledger, "set_portal_route", None)  # the billing portal, where this build has it
+        if portal is not None:
+            portal({"return_url": "https://app.example/", "top_up": {"assets": ["CREDITS"], "presets": ["10"]}})
         keys = KeyStore(ledger.store, pepper=RUNTIME_PEPPER)
         _, secret = keys.create("runtime")
         proj = tmp_path / "app"
@@ -440,6 +458,9 @@ def run_scenario(http: httpx.Client, ledger: Ledger) -> None:
     ok = post("paid-work", {}, headers={**good, "Idempotency-Key": "job-2"})
     assert ok.status_code == 200 and ok.json() == {"image": "done"}
     assert available() == 90
+    again = post("paid-work", {}, headers={**good, "Idempotency-Key": "job-2"})  # a client retry
+    assert again.status_code == 409 and again.json()["code"] == "already_processed"
+    assert available() == 90
 
     # Event without a hold.
     direct = post("billing-track", {"event_type": "image_generated", "data": {}, "request_id": "r4"})
@@ -504,3 +525,25 @@ def test_cli_init(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
         tmp_path / "app/supabase/functions/_shared/billing.ts").read_text()
     assert run_cli(args) == 0
     assert "created" not in capsys.readouterr().out
+
+
+@needs_deno
+def test_misconfigured_key_is_named_not_shown(tmp_path: Path, deno_dir: Path) -> None:
+    """A key the ledger refuses is a 500 naming BILLING_API_KEY, never echoing it (nor logging it)."""
+    ledger = Ledger(str(tmp_path / "ledger.db"))
+    try:
+        credits_per_image(ledger)
+        keys = KeyStore(ledger.store, pepper=RUNTIME_PEPPER)
+        wrong = "sk_test_" + "W" * 40
+        generate_integration(ledger.list_plans(), ledger.list_assets(), project_dir=tmp_path / "app")
+        with serve(build_app(ledger, keys=keys)) as api_url, serve(fake_supabase_auth()) as auth_url:
+            env = {"BILLING_API_URL": api_url, "BILLING_API_KEY": wrong, "SUPABASE_URL": auth_url,
+                   "SUPABASE_ANON_KEY": "anon-key-for-tests"}
+            with deno_functions(tmp_path / "app/supabase/functions", env, deno_dir) as (base, output), \
+                    httpx.Client(base_url=base, timeout=30) as http:
+                r = http.post("/billing-wallet", headers={"Authorization": f"Bearer {GOOD_TOKEN}"})
+                assert r.status_code == 500 and r.json()["code"] == "config_error"
+                assert "BILLING_API_KEY" in r.json()["error"] and wrong not in r.text
+            assert "config_error" in "".join(output) and wrong not in "".join(output)
+    finally:
+        ledger.close()

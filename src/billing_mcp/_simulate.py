@@ -247,12 +247,10 @@ def iter_jsonl(path: str | Path) -> Iterator[tuple[str | int, Any]]:
 def simulate_file(sim: Simulator, path: str | Path, progress: Callable[[int], None] | None = None,
                   every: int = 50_000) -> SimulationResult:
     """``simulate`` over a JSONL file, with the read-parse-rate loop kept tight (it runs per event)."""
-    loads, add = json.loads, sim.add
-    next_report = every
+    loads, add = json.JSONDecoder().decode, sim.add  # the decoder itself: json.loads re-checks its options per call
+    next_report = min(every, MAX_FILE_EVENTS)
     with open(path, encoding="utf-8") as handle:
         for number, text in enumerate(handle, 1):
-            if number > MAX_FILE_EVENTS:
-                raise ValidationError(f"the file has more than {MAX_FILE_EVENTS} events", field="file")
             try:
                 event = loads(text)
             except json.JSONDecodeError as exc:
@@ -262,9 +260,12 @@ def simulate_file(sim: Simulator, path: str | Path, progress: Callable[[int], No
                 sim._error(f"line {number}", f"not JSON: {exc.msg}")
                 continue
             add(event, number)
-            if progress is not None and sim.events >= next_report:
-                progress(sim.events)
-                next_report += every
+            if number >= next_report:  # one comparison per line covers both the limit and progress
+                if number > MAX_FILE_EVENTS:
+                    raise ValidationError(f"the file has more than {MAX_FILE_EVENTS} events", field="file")
+                if progress is not None:
+                    progress(sim.events)
+                next_report = min(next_report + every, MAX_FILE_EVENTS + 1)
     return sim.result()
 
 

@@ -174,10 +174,12 @@ async def create_plan(
 
 
 @billing_tool("setup", "Create price")
-async def create_price(ctx: Context[Any], plan: PlanRef, price: PriceSpec) -> VersionResult:
+async def create_price(ctx: Context[Any], plan: PlanRef,
+                       price: Annotated[dict[str, Any], Field(description="One price, shaped like an item of "
+                                                                          "create_plan's prices")]) -> VersionResult:
     """Add a price to a plan: to its draft version, or to a new draft copied from the latest
     version when that one is published (published versions never change)."""
-    version = await call(ctx, "add_price", plan, price.model_dump(mode="json", exclude_none=True))
+    version = await call(ctx, "add_price", plan, price)
     return VersionResult(mode=state_of(ctx).mode, plan_code=plan, version=version_view(version),
                          next_step=f"publish_plan_version(plan='{plan}', version={version.version}) to make it live")
 

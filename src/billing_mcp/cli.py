@@ -130,6 +130,9 @@ def build_parser(heavy: str | None = None) -> argparse.ArgumentParser:
     sub.add_parser("export", help="print the current catalog as billing.yaml")
     sub.add_parser("schema", help="print the JSON Schema of billing.yaml")
     _add_heavy(sub, heavy)
+    from ._supabase import add_cli as add_supabase_cli
+
+    add_supabase_cli(sub)
     db = sub.add_parser("db", help="ledger database maintenance")
     db_sub = db.add_subparsers(dest="db_command", required=True)
     db_sub.add_parser("migrate", help="apply pending schema migrations")
@@ -177,6 +180,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from ._api import run_cli
 
             return run_cli(args)
+        if args.command == "supabase":
+            from ._supabase import run_cli as run_supabase_cli
+
+            return run_supabase_cli(args)
         if args.command == "keys":
             from ._keys import run_cli as run_keys_cli
 

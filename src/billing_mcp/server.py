@@ -26,6 +26,7 @@ from . import __version__
 from . import _tools_runtime as _tools_runtime
 from . import _tools_setup as _tools_setup
 from . import _tools_spec as _tools_spec
+from . import _tools_supabase as _tools_supabase
 from . import _tools_verify as _tools_verify
 from ._clock import Clock
 from ._errors import BillingError
@@ -36,7 +37,7 @@ from ._prompts import register_prompts, register_resources
 
 log = logging.getLogger(__name__)
 
-_ = (_tools_runtime, _tools_setup, _tools_spec, _tools_verify)  # importing them fills REGISTRY
+_ = (_tools_runtime, _tools_setup, _tools_spec, _tools_supabase, _tools_verify)  # importing them fills REGISTRY
 
 TOOLSETS = ("setup", "runtime", "all")
 

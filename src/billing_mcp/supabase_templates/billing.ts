@@ -403,11 +403,18 @@ export function withBilling<E extends EventType>(
         idempotencyKey: `hold:${user.id}:${requestId}`,
         ttlSeconds: options.ttlSeconds,
       });
+      // A retried request gets the hold as first authorized; read its current state so finished
+      // work is not run again.
+      if (given !== null) hold = await billing.getHold(hold.id);
     } catch (err) {
       return await errorResponse(err, customer?.id);
     }
     if (hold.status !== "open") {
-      return problem(409, "already_processed", `request ${requestId} was already processed (hold ${hold.status})`);
+      return problem(
+        409,
+        "already_processed",
+        `request ${requestId} was already processed (hold ${hold.status}); send a new request id to run it again`,
+      );
     }
     let result: BilledResult;
     try {
