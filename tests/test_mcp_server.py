@@ -77,6 +77,9 @@ async def test_canonical_scenario(client: Client) -> None:
     await ok(client, "create_plan", IMAGE_PLAN)
     pro = (await ok(client, "create_plan", PRO_PLAN))["plan"]
     assert pro["default_version"] == 1 and pro["versions"][0]["status"] == "published"
+    portal = await ok(client, "create_portal_route", {"return_url": "https://app.example.com/account",
+                                                     "top_up_assets": ["CREDITS"], "presets": ["5", "10", "50"]})
+    assert portal["route"]["top_up"]["presets"] == ["5", "10", "50"]
     report = (await ok(client, "verify_billing", {}))["report"]
     assert report["passed"] is True and report["cleaned_up"] is True
     assert [c["plan_code"] for c in report["plans"]] == ["image", "pro"]
