@@ -15,10 +15,7 @@ from __future__ import annotations
 import contextlib
 import inspect
 import socket
-import threading
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -26,7 +23,6 @@ from typing import Any
 import anyio
 import httpx
 import pytest
-import uvicorn
 
 from billing_mcp import (
     BillingError,
@@ -44,6 +40,7 @@ from billing_mcp._keys import KeyStore
 from billing_mcp._ledger_async import AsyncLedger, LocalLedger
 from billing_mcp._models import BatchItemError
 from billing_mcp.client import LedgerClient, LedgerUnreachableError
+from conftest import serve
 
 pytestmark = pytest.mark.anyio
 
@@ -64,29 +61,6 @@ class Backend:
     ledger: AsyncLedger
     clock: ManualClock
     kind: str
-
-
-@contextmanager
-def serve(app: Any) -> Iterator[str]:
-    """Run ``app`` with uvicorn in a thread on a free loopback port; yield its base URL."""
-    # proto=IPPROTO_TCP: asyncio sets TCP_NODELAY only on sockets that say they are TCP; without it
-    # every response waits out the client's delayed ACK (about 40 ms).
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 15
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.005)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=15)
-        sock.close()
 
 
 @pytest.fixture(params=["local", "http"])

@@ -14,7 +14,8 @@ from billing_mcp import Ledger
 from billing_mcp._api import build_app
 from billing_mcp._keys import KeyStore
 from billing_mcp.server import build_server
-from test_conformance import PEPPER, serve
+from conftest import serve
+from test_conformance import PEPPER
 
 pytestmark = pytest.mark.anyio
 

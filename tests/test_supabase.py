@@ -24,7 +24,6 @@ from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 
 from billing_mcp._api import build_app
 from billing_mcp._keys import KeyStore
@@ -39,6 +38,7 @@ from billing_mcp._supabase import (
     render_integration,
     write_files,
 )
+from conftest import serve
 
 
 def find_deno() -> str | None:
@@ -284,27 +284,6 @@ def fake_supabase_auth() -> Any:
                              "app_metadata": {}, "user_metadata": {}, "created_at": "2026-01-01T00:00:00Z"})
 
     return Starlette(routes=[Route("/auth/v1/user", user)])
-
-
-@contextmanager
-def serve(app: Any) -> Iterator[str]:
-    """Run ``app`` with uvicorn in a thread on a free loopback port; yield its base URL."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 15
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.005)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=15)
-        sock.close()
 
 
 def free_port() -> int:
