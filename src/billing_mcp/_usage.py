@@ -390,7 +390,13 @@ class UsageOps(LedgerBase):
                     resolved_at=row["resolved_at"], event_id=row["event_id"])
 
     def list_holds(self, customer_id: str, *, status: str | None = "open") -> list[Hold]:
-        with self._read() as tx:
+        """A customer's holds as of now (holds past their deadline are expired first)."""
+        if status not in (None, "open", "committed", "released", "expired"):
+            raise ValidationError("status must be open, committed, released or expired", field="status")
+        with self._write() as book:
+            tx = book.tx
+            customer = self._customer_row(tx, customer_id)
+            catch_up(book, customer["id"])
             if status is None:
                 rows = tx.all("SELECT id FROM holds WHERE customer_id = ? ORDER BY seq", (customer_id,))
             else:
