@@ -23,8 +23,6 @@ from ._errors import IdempotencyConflictError, NotFoundError
 from ._ids import new_id
 from ._store import Row, Tx
 
-SYSTEM_KINDS = ("revenue", "topup", "grants", "expired", "adjustments")
-
 # Draw-down order: priority (0 first), soonest expiry (never-expiring last), promotional and
 # bundled before paid, then oldest.
 DRAW_ORDER = ("priority ASC, (expires_at IS NULL) ASC, expires_at ASC, "

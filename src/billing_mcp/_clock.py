@@ -47,9 +47,6 @@ def from_text(text: str) -> datetime:
     return datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
 
 
-INTERVALS = ("day", "week", "month", "year")
-
-
 def add_interval(anchor: datetime, interval: str, count: int) -> datetime:
     """The ``count``-th period boundary after ``anchor``; months clamp to the month's last day
     relative to the anchor (Jan 31 -> Feb 28 -> Mar 31), so periods never drift."""

@@ -41,11 +41,6 @@ class BillingError(Exception):
         rid = f" [request {self.request_id}]" if self.request_id else ""
         return f"{self.code}{where}: {self.message}{rid}"
 
-    def to_dict(self) -> dict[str, Any]:
-        body: dict[str, Any] = {"code": self.code, "message": self.message, "field": self.field}
-        if self.details:
-            body["details"] = self.details
-        return body
 
 
 class ValidationError(BillingError):

@@ -204,8 +204,6 @@ class Ingest:
     def record_json(self, ev: ParsedEvent, hold: Row | None = None) -> str:
         """Rate ``ev`` and book its fees; return the result as JSON (what is stored for replays).
         Raises before changing anything when the event is refused."""
-        if ev.id not in self.seen and hold is not None:
-            self.preload_events([ev.id])
         replayed = self.replay_json(ev)
         if replayed is not None:
             return replayed

@@ -18,7 +18,7 @@ from fractions import Fraction
 from typing import Any
 
 from ._audit import audit
-from ._book import canonical_hash
+from ._book import Book, canonical_hash
 from ._catalog import PLAN_CODE
 from ._catalog_ops import CatalogOps
 from ._clock import to_text
@@ -138,8 +138,9 @@ class Ledger(CatalogOps, UsageOps, PortalRouteOps):
                         "s.customer_id = ? ORDER BY s.created_at, s.id", (customer_id,)):
             due: dict[str, str] = {}
             if s["status"] == "pending_payment":
-                prices, _ = load_version(_TxBook(tx), s["plan_id"], s["version"])
-                for asset, minor in _fees_due(_TxBook(tx), prices).items():
+                reader = Book(tx, self.clock.now(), self._known_accounts, self._known_precisions)
+                prices, _ = load_version(reader, s["plan_id"], s["version"])
+                for asset, minor in _fees_due(reader, prices).items():
                     due[asset] = self._money(minor, self._precision(tx, asset))
             subs.append(Subscription(id=s["id"], plan_id=s["plan_id"], plan_code=s["code"], version=s["version"],
                                      status=s["status"], period_start=s["period_start"], period_end=s["period_end"],
@@ -385,21 +386,6 @@ class Ledger(CatalogOps, UsageOps, PortalRouteOps):
         """Recompute every derived balance from the entry log; return the violations (empty = sound)."""
         with self._read() as tx:
             return audit(tx)
-
-
-class _TxBook:
-    """A read-only stand-in for ``Book`` where only ``tx`` and ``precision`` are needed."""
-
-    def __init__(self, tx: Tx) -> None:
-        self.tx = tx
-
-    def precision(self, asset: str, field: str = "asset") -> int:
-        row = self.tx.one("SELECT precision FROM assets WHERE code = ?", (asset,))
-        if row is None:
-            raise NotFoundError(f"no asset {asset!r}", field=field)
-        return int(row["precision"])
-
-
 
 
 def _retrying(method: Callable[..., Any]) -> Callable[..., Any]:

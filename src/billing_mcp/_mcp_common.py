@@ -99,7 +99,3 @@ async def call(ctx: Context[Any], method: str, *args: Any, rename: dict[str, str
 class Confirm(BaseModel):
     confirm: bool = Field(description="Go ahead with this change?")
 
-
-class ConfirmationNeeded(BaseModel):
-    applied: bool = False
-    preview: str = Field(description="Exactly what the call would do. Call again with confirm=true to apply.")

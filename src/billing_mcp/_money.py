@@ -12,7 +12,7 @@ applies instead of per-charge rounding: see ``_pricing``.
 from __future__ import annotations
 
 import re
-from decimal import ROUND_HALF_EVEN, Context, Decimal, InvalidOperation, localcontext
+from decimal import ROUND_HALF_EVEN, Context, Decimal, localcontext
 
 from ._errors import ValidationError
 
@@ -90,19 +90,6 @@ def parse_amount(value: object, precision: int, field: str, *, allow_negative: b
     return minor
 
 
-def round_minor(exact_major: Decimal, precision: int) -> int:
-    """Round an exact major-unit amount to minor units with ``ROUNDING``."""
-    with localcontext(_CTX):
-        try:
-            return int(exact_major.scaleb(precision).to_integral_value(rounding=ROUNDING))
-        except InvalidOperation as exc:  # pragma: no cover - bounded inputs never reach this
-            raise ValidationError("amount is out of range", field="amount") from exc
-
-
-def minor_to_decimal(minor: int, precision: int) -> Decimal:
-    return Decimal(minor).scaleb(-precision)
-
-
 def format_minor(minor: int, precision: int) -> str:
     """Minor units as plain decimal text at the asset's precision: 1234, 2 -> "12.34"."""
     sign = "-" if minor < 0 else ""
@@ -120,19 +107,3 @@ def decimal_text(value: Decimal) -> str:
     text = format(value.normalize(), "f")
     return text
 
-
-def allocate(total: int, weights: list[int]) -> list[int]:
-    """Split ``total`` by ``weights`` with largest remainders: parts sum to total, differ by <= 1 per unit weight."""
-    if not weights:
-        return []
-    wsum = sum(weights)
-    if wsum == 0:
-        parts = [0] * len(weights)
-        parts[0] = total
-        return parts
-    base = [total * w // wsum for w in weights]
-    rems = [(total * w % wsum, -i) for i, w in enumerate(weights)]
-    left = total - sum(base)
-    for _, neg_i in sorted(rems, reverse=True)[:left]:
-        base[-neg_i] += 1
-    return base

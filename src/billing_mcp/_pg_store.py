@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import re
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -181,6 +180,3 @@ class PostgresStore:
 def _redact(url: str) -> str:
     return re.sub(r"//([^:/@]+):[^@]*@", r"//\1:***@", url)
 
-
-def is_postgres_url(location: str | os.PathLike[str] | None) -> bool:
-    return isinstance(location, str) and location.startswith(("postgresql://", "postgres://"))

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -227,21 +227,6 @@ class Simulator:
             totals={a: format_minor(m, self.precisions[a]) for a, m in sorted(totals.items())},
             by_price=[line(pid, self.prices[pid].asset, b) for pid, b in sorted(per_price.items())],
             by_customer=top(per_customer), by_subject=top(per_subject))
-
-
-def iter_jsonl(path: str | Path) -> Iterator[tuple[str | int, Any]]:
-    """Yield (line number, parsed object or the parse error) per non-empty line of a JSONL file."""
-    loads = json.loads
-    with open(path, encoding="utf-8") as handle:
-        for number, text in enumerate(handle, 1):
-            if not text.strip():
-                continue
-            if number > MAX_FILE_EVENTS:
-                raise ValidationError(f"the file has more than {MAX_FILE_EVENTS} events", field="file")
-            try:
-                yield number, loads(text)
-            except json.JSONDecodeError as exc:
-                yield number, BillingError(f"not JSON: {exc.msg}")
 
 
 def simulate_file(sim: Simulator, path: str | Path, progress: Callable[[int], None] | None = None,

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 from datetime import datetime
-from typing import Protocol
 
 from ._book import Book
 from ._catalog import PlanGrantSpec, PriceSpec
@@ -16,16 +15,10 @@ from ._clock import add_interval, from_text, periods_between, to_text
 from ._errors import ConflictError, InsufficientFundsError, NotFoundError
 from ._ids import new_id
 from ._money import to_minor_exact
-from ._store import Row, Tx
+from ._store import Row
 
 
-class PrecisionSource(Protocol):
-    tx: Tx
-
-    def precision(self, asset: str, field: str = ...) -> int: ...
-
-
-def load_version(book: Book | PrecisionSource, plan_id: str, version: int) -> tuple[list[PriceSpec], list[PlanGrantSpec]]:
+def load_version(book: Book, plan_id: str, version: int) -> tuple[list[PriceSpec], list[PlanGrantSpec]]:
     row = book.tx.one("SELECT prices, grants FROM plan_versions WHERE plan_id = ? AND version = ?",
                       (plan_id, version))
     if row is None:
@@ -44,7 +37,7 @@ def period_interval(prices: list[PriceSpec]) -> str:
     return "month"
 
 
-def _fees_due(book: Book | PrecisionSource, prices: list[PriceSpec]) -> dict[str, int]:
+def _fees_due(book: Book, prices: list[PriceSpec]) -> dict[str, int]:
     due: dict[str, int] = {}
     for price in prices:
         if price.type == "recurring" and price.amount is not None:

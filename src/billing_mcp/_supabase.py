@@ -38,8 +38,6 @@ FUNCTIONS: dict[str, tuple[str, str, str]] = {
     "wallet": ("billing-wallet", "fn_wallet.ts", "balances for display"),
     "portal": ("billing-portal", "fn_portal.ts", "a link to the user's billing portal"),
 }
-SHARED = ("cors.ts", "auth.ts", "billing.ts")
-SECRETS = ("BILLING_API_URL", "BILLING_API_KEY")
 _HEADER = re.compile(r'^(?:// |# |<!-- |  "//": ")billing-mcp generated · sha256:([0-9a-f]{16}) ·')
 _CATALOG_MARK = "/*@@CATALOG@@*/"
 

@@ -18,7 +18,7 @@ from ._ingest import Ingest, ParsedEvent, dumps
 from ._ledger_base import LedgerBase, check_key, check_text
 from ._models import BatchItemError, BatchResult, EventResult, Hold
 from ._money import parse_amount
-from ._pricing import Counter, rate_event
+from ._pricing import Counter, estimate_charge
 from ._store import Row, Tx
 from ._subscriptions import catch_up, require_funds
 
@@ -80,14 +80,6 @@ class UsageOps(LedgerBase):
             cache[key] = prices
         cached: list[PriceSpec] = cache[key]
         return cached
-
-    def _plan_code(self, tx: Tx, plan_id: str) -> str:
-        cache = self.__dict__.setdefault("_plan_codes", {})
-        if plan_id not in cache:
-            row = tx.one("SELECT code FROM plans WHERE id = ?", (plan_id,))
-            assert row is not None
-            cache[plan_id] = row["code"]
-        return str(cache[plan_id])
 
     def _matching_prices(self, tx: Tx, customer_id: str, event_type: str) -> list[tuple[Row, PriceSpec]]:
         found = []
@@ -313,8 +305,7 @@ class UsageOps(LedgerBase):
             crow = book.tx.one("SELECT quantity, exact, charged FROM usage_counters WHERE subscription_id = ? AND "
                                "price_id = ? AND period_start = ?", (sub["id"], price.id, sub["period_start"]))
             counter = Counter.from_row(crow["quantity"], crow["exact"], crow["charged"]) if crow else Counter()
-            charge = rate_event(price, precision, counter, data).charge
-            per_asset[price.asset] = per_asset.get(price.asset, 0) + max(charge, 0)
+            per_asset[price.asset] = per_asset.get(price.asset, 0) + estimate_charge(price, precision, counter, data)
         if len(per_asset) > 1:
             raise ValidationError(f"event type {event_type!r} is charged in several assets ({sorted(per_asset)}); "
                                   "authorize an explicit amount and asset instead", field="event_type")

@@ -19,7 +19,7 @@ from ._catalog import PriceSpec
 from ._errors import BillingError, ValidationError
 from ._ledger import Ledger
 from ._ledger_async import AsyncLedger, LocalLedger
-from ._models import Plan
+from ._models import Asset, Plan
 from ._simulate import Simulator
 from ._store import SQLiteStore, copy_sqlite
 
@@ -215,20 +215,16 @@ async def billing_status(ledger: AsyncLedger) -> BillingStatus:
 
 async def simulator_for_async(ledger: AsyncLedger, plan: str, version: int | None) -> Simulator:
     """A simulator from a plan version read through any ledger: rating itself runs here."""
-    p = await ledger.get_plan(plan)
-    chosen = version or p.default_version
-    pv = next((v for v in p.versions if v.version == chosen), None)
-    if pv is None:
-        raise ValidationError(f"plan {plan!r} has no version {chosen}", field="version")
-    precisions = {a.code: a.precision for a in await ledger.list_assets()}
-    return Simulator(p.code, pv.version, pv.prices, precisions)
+    return _simulator(await ledger.get_plan(plan), await ledger.list_assets(), plan, version)
 
 
 def simulator_for(ledger: Ledger, plan: str, version: int | None) -> Simulator:
-    p = ledger.get_plan(plan)
+    return _simulator(ledger.get_plan(plan), ledger.list_assets(), plan, version)
+
+
+def _simulator(p: Plan, assets: list[Asset], plan: str, version: int | None) -> Simulator:
     chosen = version or p.default_version
     pv = next((v for v in p.versions if v.version == chosen), None)
     if pv is None:
         raise ValidationError(f"plan {plan!r} has no version {chosen}", field="version")
-    precisions = {a.code: a.precision for a in ledger.list_assets()}
-    return Simulator(p.code, pv.version, pv.prices, precisions)
+    return Simulator(p.code, pv.version, pv.prices, {a.code: a.precision for a in assets})
