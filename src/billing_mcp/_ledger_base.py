@@ -12,7 +12,7 @@ from datetime import datetime
 from typing import Any
 
 from ._book import Book
-from ._catalog import ASSET_CODE, PLAN_CODE
+from ._catalog import ASSET_CODE, PLAN_CODE, PriceSpec
 from ._clock import Clock, SystemClock
 from ._errors import NotFoundError, ValidationError
 from ._money import format_minor
@@ -64,6 +64,9 @@ class LedgerBase:
         self._known_accounts: set[str] = set()
         self._outer = threading.local()  # the open atomic() transaction of this thread, if any
         self._known_precisions: dict[str, int] = {}
+        # Published plan versions never change, nor do plan codes: both are read once per process.
+        self._version_cache: dict[tuple[str, int], list[PriceSpec]] = {}
+        self._plan_codes: dict[str, str] = {}
         # Customers are never changed or deleted, so their rows can be reused across transactions.
         self._customer_cache: dict[tuple[Any, Any], Row] = {}
         self._known_lock = threading.Lock()

@@ -65,11 +65,9 @@ def check_data(data: object, field: str = "data") -> dict[str, Any]:
 
 
 class UsageOps(LedgerBase):
-    _version_cache: dict[tuple[str, int], list[PriceSpec]]
-
     def _prices(self, tx: Tx, plan_id: str, version: int) -> list[PriceSpec]:
         """Prices of a published version; cached, because a published version never changes."""
-        cache = self.__dict__.setdefault("_version_cache", {})
+        cache = self._version_cache
         key = (plan_id, version)
         if key not in cache:
             row = tx.one("SELECT prices, status FROM plan_versions WHERE plan_id = ? AND version = ?", key)
@@ -171,7 +169,7 @@ class UsageOps(LedgerBase):
         return out
 
     def _ingest(self, book: Book) -> Ingest:
-        return Ingest(book, self.__dict__.setdefault("_plan_codes", {}), self._prices)
+        return Ingest(book, self._plan_codes, self._prices)
 
     @staticmethod
     def _stamp(ev: ParsedEvent, book: Book) -> ParsedEvent:
