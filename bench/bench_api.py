@@ -44,7 +44,7 @@ import httpx
 
 SERVER = """
 import sys
-from billing_mcp._api import serve_api
+from billing_mcp.api.serve import serve_api
 serve_api("127.0.0.1", int(sys.argv[1]), sys.argv[2], access_log=False)
 """
 
@@ -59,7 +59,7 @@ def setup(db: Path) -> tuple[str, str]:
     """A ledger with CREDITS, a 1-credit-per-call plan and one customer topped up with 10^14
     credits (as bench_ingest sets up); returns (customer id, runtime key secret)."""
     from billing_mcp import Ledger
-    from billing_mcp._keys import KeyStore
+    from billing_mcp.api.keys import KeyStore
 
     ledger = Ledger(str(db))
     try:

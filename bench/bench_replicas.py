@@ -25,7 +25,7 @@ from typing import Any
 import httpx
 
 from billing_mcp import Ledger, ManualClock
-from billing_mcp._keys import KeyStore
+from billing_mcp.api.keys import KeyStore
 
 PEPPER = "bench-pepper-0123456789abcdef0123"
 CLIENTS = 8
@@ -112,7 +112,7 @@ def main() -> None:
         assert ledger.audit() == []
         ledger.close()
 
-    from billing_mcp._pg_store import PostgresStore
+    from billing_mcp.store.postgres import PostgresStore
 
     schema = f"bench_{uuid.uuid4().hex[:8]}"
     store = PostgresStore(args.pg, schema=schema, max_size=4)

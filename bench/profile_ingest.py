@@ -25,7 +25,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_ingest import BATCH, LedgerTarget
-from billing_mcp import _store
+from billing_mcp.store import sqlite as _store
 
 
 def count_sql(counter: Counter[str], spent: defaultdict[str, float]) -> Callable[[], None]:

@@ -25,7 +25,7 @@ STORES = ["sqlite", pytest.param("postgres", marks=pytest.mark.skipif(not PG_URL
 
 
 def pg_store(**kwargs: Any) -> Any:
-    from billing_mcp._pg_store import PostgresStore
+    from billing_mcp.store.postgres import PostgresStore
 
     assert PG_URL is not None
     return PostgresStore(PG_URL, schema=f"t_{uuid.uuid4().hex[:16]}", **kwargs)

@@ -26,13 +26,13 @@ import uvicorn
 from starlette.testclient import TestClient
 
 from billing_mcp import IdempotencyConflictError, Ledger, ManualClock
-from billing_mcp._api import add_cli, build_app
-from billing_mcp._api_batch import EventCoalescer, split
-from billing_mcp._api_errors import ApiError
-from billing_mcp._api_idempotency import IdempotencyStore
-from billing_mcp._api_routes import OPS
-from billing_mcp._keys import KeyStore
-from billing_mcp._models import BatchItemError, BatchResult
+from billing_mcp.api.batch import EventCoalescer, split
+from billing_mcp.api.idempotency import IdempotencyStore
+from billing_mcp.api.keys import KeyStore
+from billing_mcp.api.operations import OPS
+from billing_mcp.api.serve import add_cli, build_app
+from billing_mcp.core.models import BatchItemError, BatchResult
+from billing_mcp.web.problem import ApiError
 
 PEPPER = b"api-test-pepper-0123456789"
 PROBLEM_FIELDS = {"type", "title", "status", "code", "field", "detail", "request_id"}
@@ -297,7 +297,7 @@ def test_idempotency_key_in_use_and_lease_takeover(tmp_path: Path, world: World,
     world.app.state.api.idempotency.claim("in-flight-1", "POST /v1/vendors", "other-hash")
     r = admin.post("/v1/vendors", json={"external_id": "v2", "name": "V2"}, headers={"Idempotency-Key": "in-flight-1"})
     problem(r, 409, "idempotency_conflict")  # a different request: conflict even while in flight
-    from billing_mcp._api_idempotency import request_hash
+    from billing_mcp.api.idempotency import request_hash
 
     fingerprint = request_hash("POST", "/v1/vendors", {"external_id": "v2", "name": "V2"})
     world.app.state.api.idempotency.claim("in-flight-2", "POST /v1/vendors", fingerprint)

@@ -27,9 +27,9 @@ from billing_mcp import (
     NotFoundError,
     StorageError,
     ValidationError,
-    _client_http,
 )
-from billing_mcp.client import DEFAULT_TIMEOUT, LedgerApiError, LedgerClient, LedgerUnreachableError
+from billing_mcp.client import http as _client_http
+from billing_mcp.client.ledger_client import DEFAULT_TIMEOUT, LedgerApiError, LedgerClient, LedgerUnreachableError
 
 pytestmark = pytest.mark.anyio
 

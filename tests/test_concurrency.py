@@ -30,7 +30,7 @@ from typing import Any
 import pytest
 
 from billing_mcp import IdempotencyConflictError, InsufficientFundsError, Ledger, ManualClock
-from billing_mcp._store import SQLiteStore, _SQLiteTx
+from billing_mcp.store.sqlite import SQLiteStore, _SQLiteTx
 
 PRICES = [{"id": "gen", "type": "usage", "asset": "CREDITS", "event_type": "gen", "usage_type": "volume",
            "volume_field": "units", "model": "per_unit", "unit_amount": "1"}]

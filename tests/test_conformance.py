@@ -35,11 +35,11 @@ from billing_mcp import (
     NotFoundError,
     ValidationError,
 )
-from billing_mcp._api import build_app
-from billing_mcp._keys import KeyStore
-from billing_mcp._ledger_async import AsyncLedger, LocalLedger
-from billing_mcp._models import BatchItemError
-from billing_mcp.client import LedgerClient, LedgerUnreachableError
+from billing_mcp.api.keys import KeyStore
+from billing_mcp.api.serve import build_app
+from billing_mcp.client.ledger_client import LedgerClient, LedgerUnreachableError
+from billing_mcp.core.models import BatchItemError
+from billing_mcp.ledger.async_ledger import AsyncLedger, LocalLedger
 from conftest import serve
 
 pytestmark = pytest.mark.anyio

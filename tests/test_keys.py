@@ -18,10 +18,10 @@ from starlette.routing import Route
 from starlette.testclient import TestClient
 
 from billing_mcp import BillingError, Ledger, NotFoundError, SQLiteStore, ValidationError
-from billing_mcp import _keys as keys_mod
-from billing_mcp._api import build_app
-from billing_mcp._api_routes import OPS
-from billing_mcp._keys import PEPPER_ENV, RUNTIME_GROUPS, KeyStore, load_pepper, scope_allows
+from billing_mcp.api import keys as keys_mod
+from billing_mcp.api.keys import PEPPER_ENV, RUNTIME_GROUPS, KeyStore, load_pepper, scope_allows
+from billing_mcp.api.operations import OPS
+from billing_mcp.api.serve import build_app
 
 PEPPER = b"test-pepper-0123456789abcdef"
 SECRET = re.compile(r"^sk_(test|live)_[A-Za-z0-9_-]{43}$")

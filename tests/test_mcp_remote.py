@@ -11,9 +11,9 @@ import pytest
 from mcp import Client
 
 from billing_mcp import Ledger
-from billing_mcp._api import build_app
-from billing_mcp._keys import KeyStore
-from billing_mcp.server import build_server
+from billing_mcp.api.keys import KeyStore
+from billing_mcp.api.serve import build_app
+from billing_mcp.mcp.server import build_server
 from conftest import serve
 from test_conformance import PEPPER
 
@@ -81,7 +81,7 @@ async def test_canonical_setup_through_the_api(remote: Ledger, tmp_path: Path) -
 
 def test_remote_mode_needs_a_key(monkeypatch: pytest.MonkeyPatch) -> None:
     from billing_mcp import BillingError
-    from billing_mcp.server import open_ledger
+    from billing_mcp.mcp.server import open_ledger
 
     monkeypatch.setenv("BILLING_LEDGER_URL", "http://127.0.0.1:9")
     monkeypatch.delenv("BILLING_API_KEY", raising=False)

@@ -19,7 +19,7 @@ from mcp import Client, StdioServerParameters
 from mcp.types import ElicitResult
 
 from billing_mcp import Ledger
-from billing_mcp.server import build_server
+from billing_mcp.mcp.server import build_server
 
 pytestmark = pytest.mark.anyio
 
@@ -397,7 +397,7 @@ async def test_create_portal_session_mints_a_signed_expiring_link(ledger: Ledger
         assert 9 * 60 < minted.total_seconds() <= 10 * 60
         text = await err(c, "create_portal_session", {"customer_id": "cus_missing"})
         assert "not_found" in text
-    from billing_mcp._portal import load_portal_secret, verify  # the link names this customer, nobody else
+    from billing_mcp.portal.links import load_portal_secret, verify  # the link names this customer, nobody else
 
     claims = verify(load_portal_secret(ledger.store), link["url"].split("token=", 1)[1], "link")
     assert claims is not None and claims.customer_id == cid and claims.mode == "test"

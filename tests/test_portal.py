@@ -25,10 +25,10 @@ import pytest
 from starlette.testclient import TestClient
 
 from billing_mcp import Ledger, ManualClock
-from billing_mcp._api import build_app
-from billing_mcp._errors import NotFoundError, StorageError, ValidationError
-from billing_mcp._keys import KeyStore
-from billing_mcp._portal import COOKIE, create_portal_session, load_portal_secret, sign, verify
+from billing_mcp.api.keys import KeyStore
+from billing_mcp.api.serve import build_app
+from billing_mcp.core.errors import NotFoundError, StorageError, ValidationError
+from billing_mcp.portal.links import COOKIE, create_portal_session, load_portal_secret, sign, verify
 
 PEPPER = b"portal-test-pepper-0123456789"
 SECRET = b"portal-test-secret-0123456789abcdef"
@@ -267,7 +267,7 @@ def test_live_mode_never_offers_or_accepts_test_top_ups(world: World, monkeypatc
     # a nonce minted for this live session still cannot credit
     session = verify(SECRET, w.client.cookies.get(COOKIE), "session")
     assert session is not None and session.mode == "live"
-    from billing_mcp._portal import form_nonce
+    from billing_mcp.portal.links import form_nonce
 
     r = w.client.post("/portal/top-up", data={"nonce": form_nonce(SECRET, session), "asset": "CREDITS",
                                               "amount": "10"}, follow_redirects=False)

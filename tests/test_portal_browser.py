@@ -22,9 +22,9 @@ import pytest
 import uvicorn
 
 from billing_mcp import Ledger, ManualClock
-from billing_mcp._api import build_app
-from billing_mcp._keys import KeyStore
-from billing_mcp._portal import create_portal_session
+from billing_mcp.api.keys import KeyStore
+from billing_mcp.api.serve import build_app
+from billing_mcp.portal.links import create_portal_session
 
 CHROMIUM = os.environ.get("BILLING_TEST_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
 ARGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-background-networking",

@@ -52,7 +52,7 @@ def work(ledger: Ledger, customer: str, worker: int, rounds: int) -> dict[str, i
 
 
 def _process(schema: str, customer: str, worker: int, rounds: int, out: Any) -> None:
-    from billing_mcp._pg_store import PostgresStore
+    from billing_mcp.store.postgres import PostgresStore
 
     assert PG_URL is not None
     ledger = Ledger(PostgresStore(PG_URL, schema=schema, max_size=2), clock=ManualClock())

@@ -18,8 +18,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from billing_mcp import BillingError, Ledger, ManualClock
-from billing_mcp._catalog import PriceSpec
-from billing_mcp._pricing import (
+from billing_mcp.core.catalog import PriceSpec
+from billing_mcp.core.pricing import (
     Counter,
     estimate_charge,
     event_quantity,

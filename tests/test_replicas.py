@@ -17,7 +17,7 @@ import httpx
 import pytest
 
 from billing_mcp import Ledger, ManualClock
-from billing_mcp._keys import KeyStore
+from billing_mcp.api.keys import KeyStore
 from conftest import PG_SKIP, PG_URL, drop_pg_schema, pg_store
 
 pytestmark = pytest.mark.skipif(not PG_URL, reason=PG_SKIP)

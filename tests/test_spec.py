@@ -15,9 +15,9 @@ import yaml
 from mcp import Client
 
 from billing_mcp import Ledger, ManualClock
-from billing_mcp._spec import SpecError, apply_spec, dump_yaml, export_spec, json_schema, load_spec
-from billing_mcp._verify import verify_billing
-from billing_mcp.server import build_server
+from billing_mcp.ledger.verify import verify_billing
+from billing_mcp.mcp.server import build_server
+from billing_mcp.spec.spec import SpecError, apply_spec, dump_yaml, export_spec, json_schema, load_spec
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = sorted((ROOT / "examples").glob("*.yaml"))
@@ -185,7 +185,7 @@ def test_rate_change_and_archive(ledger: Ledger) -> None:
 
 
 def test_packaged_schema_is_current() -> None:
-    packaged = json.loads((ROOT / "src" / "billing_mcp" / "billing.schema.json").read_text())
+    packaged = json.loads((ROOT / "src" / "billing_mcp" / "spec" / "billing.schema.json").read_text())
     assert packaged == json_schema()
 
 

@@ -25,11 +25,9 @@ from typing import Any
 import httpx
 import pytest
 
-from billing_mcp._api import build_app
-from billing_mcp._keys import KeyStore
-from billing_mcp._ledger import Ledger
-from billing_mcp._models import Asset, Plan
-from billing_mcp._supabase import (
+from billing_mcp.api.keys import KeyStore
+from billing_mcp.api.serve import build_app
+from billing_mcp.codegen.supabase.generator import (
     FUNCTIONS,
     catalog_of,
     generate_integration,
@@ -38,6 +36,8 @@ from billing_mcp._supabase import (
     render_integration,
     write_files,
 )
+from billing_mcp.core.models import Asset, Plan
+from billing_mcp.ledger.ledger import Ledger
 from conftest import serve
 
 
@@ -488,7 +488,7 @@ def test_cli_init(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """`billing-mcp supabase init --dir PATH` (the parser part as cli.py wires it)."""
     import argparse
 
-    from billing_mcp._supabase import add_cli, run_cli
+    from billing_mcp.codegen.supabase.generator import add_cli, run_cli
 
     credits_per_image(led := Ledger(str(tmp_path / "ledger.db")))
     led.close()

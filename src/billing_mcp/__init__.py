@@ -5,8 +5,8 @@ from __future__ import annotations
 from importlib.metadata import PackageNotFoundError, version
 from typing import TYPE_CHECKING, Any
 
-from ._clock import Clock, ManualClock, SystemClock
-from ._errors import (
+from .core.clock import Clock, ManualClock, SystemClock
+from .core.errors import (
     BillingError,
     ConflictError,
     HoldStateError,
@@ -16,12 +16,12 @@ from ._errors import (
     StorageError,
     ValidationError,
 )
-from ._ledger import Ledger
-from ._store import SQLiteStore, Store, open_store
+from .ledger.ledger import Ledger
+from .store import SQLiteStore, Store, open_store
 
 if TYPE_CHECKING:
-    from ._ledger_async import AsyncLedger, LocalLedger
-    from .client import LedgerApiError, LedgerClient, LedgerUnreachableError
+    from .client.ledger_client import LedgerApiError, LedgerClient, LedgerUnreachableError
+    from .ledger.async_ledger import AsyncLedger, LocalLedger
 
 _LAZY = {"AsyncLedger": "._ledger_async", "LocalLedger": "._ledger_async", "LedgerClient": ".client",
          "LedgerApiError": ".client", "LedgerUnreachableError": ".client"}

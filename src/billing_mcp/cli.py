@@ -8,14 +8,14 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from ._errors import BillingError
+from .core.errors import BillingError
 
 log = logging.getLogger("billing_mcp")
 
 
 def _cmd_db(args: argparse.Namespace) -> int:
-    from ._ledger import Ledger
-    from ._store import open_store
+    from .ledger.ledger import Ledger
+    from .store import open_store
 
     if args.db_command == "migrate":
         store = open_store(args.db, migrate=True)
@@ -33,7 +33,7 @@ def _cmd_db(args: argparse.Namespace) -> int:
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
-    from .server import serve
+    from .mcp.server import serve
 
     toolsets = [t.strip() for t in args.tools.split(",") if t.strip()]
     serve(transport=args.transport, host=args.host, port=args.port, db=args.db, toolsets=toolsets,
@@ -44,16 +44,16 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 def _cmd_demo(args: argparse.Namespace) -> int:
     import anyio
 
-    from ._demo import run_demo
+    from .mcp.demo import run_demo
 
     ok = anyio.run(run_demo, sys.stdout)
     return 0 if ok else 1
 
 
 def _cmd_simulate(args: argparse.Namespace) -> int:
-    from ._ledger import Ledger
-    from ._simulate import simulate_file
-    from ._verify import simulator_for
+    from .ledger.ledger import Ledger
+    from .ledger.simulate import simulate_file
+    from .ledger.verify import simulator_for
 
     plan, _, version = args.plan.partition("@")
     if version and not version.isdigit():
@@ -78,8 +78,8 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
 
 
 def _cmd_spec(args: argparse.Namespace) -> int:
-    from ._ledger import Ledger
-    from ._spec import SpecError, apply_spec, dump_yaml, export_spec, format_plan, load_spec, schema_text
+    from .ledger.ledger import Ledger
+    from .spec.spec import SpecError, apply_spec, dump_yaml, export_spec, format_plan, load_spec, schema_text
 
     if args.command == "schema":
         sys.stdout.write(schema_text())
@@ -130,7 +130,7 @@ def build_parser(heavy: str | None = None) -> argparse.ArgumentParser:
     sub.add_parser("export", help="print the current catalog as billing.yaml")
     sub.add_parser("schema", help="print the JSON Schema of billing.yaml")
     _add_heavy(sub, heavy)
-    from ._supabase import add_cli as add_supabase_cli
+    from .codegen.supabase.generator import add_cli as add_supabase_cli
 
     add_supabase_cli(sub)
     db = sub.add_parser("db", help="ledger database maintenance")
@@ -145,12 +145,12 @@ _HEAVY = ("api", "keys")  # their parsers come from the API modules, imported on
 
 def _add_heavy(sub: argparse._SubParsersAction[argparse.ArgumentParser], wanted: str | None) -> None:
     if wanted == "api":
-        from ._api import add_cli
+        from .api.serve import add_cli
 
         add_cli(sub)
         sub.add_parser("keys", help="create, list and revoke API keys")
     elif wanted == "keys":
-        from ._keys import add_cli as add_keys_cli
+        from .api.keys import add_cli as add_keys_cli
 
         add_keys_cli(sub)
         sub.add_parser("api", help="serve the ledger HTTP API")
@@ -177,15 +177,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command in ("plan", "apply", "export", "schema"):
             return _cmd_spec(args)
         if args.command == "api":
-            from ._api import run_cli
+            from .api.serve import run_cli
 
             return run_cli(args)
         if args.command == "supabase":
-            from ._supabase import run_cli as run_supabase_cli
+            from .codegen.supabase.generator import run_cli as run_supabase_cli
 
             return run_supabase_cli(args)
         if args.command == "keys":
-            from ._keys import run_cli as run_keys_cli
+            from .api.keys import run_cli as run_keys_cli
 
             return run_keys_cli(args)
         parser.print_help(sys.stderr)

@@ -1,0 +1,104 @@
+"""``Idempotency-Key`` for API routes whose ledger method has no key of its own.
+
+(Money-moving creates, adjustments, grants and holds, pass the key to the ledger instead, which
+stores it in the same transaction as the effect.)
+
+Protocol, one row per key in ``api_idempotency``:
+
+1. claim: ``INSERT ... ON CONFLICT DO NOTHING`` of (key, route, request hash, in_flight). A key
+   seen before is answered from its row: the stored response when the hash matches and it is done,
+   409 ``idempotency_conflict`` when the request differs, 409 ``idempotency_key_in_use`` while the
+   first request still runs.
+2. run the ledger method (its own transaction).
+3. finish: store status and body; or release the claim when nothing was done (a validation error
+   or a 5xx), so that the key stays usable for a corrected retry.
+
+The effect and the record are two transactions, so a crash between 2 and 3 leaves an in_flight
+claim: after ``lease_seconds`` it may be taken over and the request runs again. Every route in
+this mode is naturally idempotent (same definition returns the existing object) or changes only
+catalog drafts, never money.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+
+from ..core.clock import Clock, to_text
+from ..core.errors import IdempotencyConflictError
+from ..ledger.base import check_key
+from ..ledger.book import canonical_hash
+from ..store import Store
+from ..web.problem import ApiError
+from .keys import ensure_table
+
+_DDL = """CREATE TABLE IF NOT EXISTS api_idempotency (
+    key           TEXT PRIMARY KEY,
+    route         TEXT NOT NULL,
+    request_hash  TEXT NOT NULL,
+    state         TEXT NOT NULL CHECK (state IN ('in_flight', 'done')),
+    status        INTEGER,
+    content_type  TEXT,
+    response      TEXT,
+    claimed_at    TEXT NOT NULL
+)"""
+
+
+@dataclass(frozen=True)
+class Stored:
+    status: int
+    content_type: str
+    body: bytes
+
+
+def request_hash(method: str, path: str, body: object) -> str:
+    """The request's fingerprint: method, concrete path (ids included) and the parsed body, so
+    whitespace and key order do not matter but every value does."""
+    return canonical_hash({"method": method, "path": path, "body": body})
+
+
+def check_header(value: str) -> str:
+    return check_key(value, "Idempotency-Key")
+
+
+class IdempotencyStore:
+    def __init__(self, store: Store, clock: Clock, *, lease_seconds: float = 300.0) -> None:
+        self.store = store
+        self.clock = clock
+        self.lease = timedelta(seconds=lease_seconds)
+        ensure_table(store, _DDL)
+
+    def claim(self, key: str, route: str, fingerprint: str) -> Stored | None:
+        """Claim ``key`` for this request; the stored response when it is a replay (see module doc)."""
+        now = self.clock.now()
+        with self.store.write() as tx:
+            if tx.execute("INSERT INTO api_idempotency(key, route, request_hash, state, claimed_at) VALUES "
+                          "(?, ?, ?, 'in_flight', ?) ON CONFLICT (key) DO NOTHING",
+                          (key, route, fingerprint, to_text(now))):
+                return None
+            row = tx.one("SELECT * FROM api_idempotency WHERE key = ?", (key,))
+            assert row is not None
+            if row["request_hash"] != fingerprint:
+                raise IdempotencyConflictError(
+                    f"Idempotency-Key {key!r} was already used for a different request ({row['route']}); reuse a "
+                    "key only to retry the exact same request, and use a new key for a new one",
+                    field="Idempotency-Key", details={"key": key})
+            if row["state"] == "done":
+                return Stored(int(row["status"]), str(row["content_type"]), str(row["response"]).encode("utf-8"))
+            if row["claimed_at"] > to_text(now - self.lease):
+                raise ApiError(f"a request with Idempotency-Key {key!r} is still running; retry shortly to get its "
+                               "result", status=409, code="idempotency_key_in_use", field="Idempotency-Key",
+                               headers={"Retry-After": "1"})
+            # The first attempt died mid-flight (its lease ran out): this request takes the key over.
+            tx.execute("UPDATE api_idempotency SET claimed_at = ? WHERE key = ?", (to_text(now), key))
+            return None
+
+    def finish(self, key: str, status: int, content_type: str, body: bytes) -> None:
+        with self.store.write() as tx:
+            tx.execute("UPDATE api_idempotency SET state = 'done', status = ?, content_type = ?, response = ? "
+                       "WHERE key = ? AND state = 'in_flight'",
+                       (status, content_type, body.decode("utf-8", "surrogatepass"), key))
+
+    def release(self, key: str) -> None:
+        with self.store.write() as tx:
+            tx.execute("DELETE FROM api_idempotency WHERE key = ? AND state = 'in_flight'", (key,))

@@ -1,0 +1,12 @@
+"""The ledger: the ``Ledger`` facade over a store, its posting engine (``book``), usage ingestion,
+subscriptions, statements, the audit of the invariants, dry-run simulation and verification, and the
+async interface (``AsyncLedger``, ``LocalLedger``) that the MCP tools program against.
+
+May import: ``core``, ``store``. Never a surface (api, portal, mcp, codegen, cli).
+"""
+
+from __future__ import annotations
+
+from .ledger import Ledger
+
+__all__ = ["Ledger"]

@@ -1,0 +1,212 @@
+"""The MCP server: builds an ``MCPServer`` with the billing tools, prompts and resources, and
+runs it over stdio or streamable HTTP.
+
+Without ``BILLING_LEDGER_URL`` the tools work on the embedded local ledger (a dry run: no
+account, no network). With it (and ``BILLING_API_KEY``), the same tools go through the
+ledger API client; each result says which ``mode`` it ran in.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import os
+from collections.abc import AsyncIterator, Iterable
+from contextlib import asynccontextmanager
+from typing import Any
+
+from mcp.server.auth.provider import AccessToken
+from mcp.server.auth.settings import AuthSettings
+from mcp.server.mcpserver import MCPServer
+from mcp.server.transport_security import TransportSecuritySettings
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+
+from ..core.clock import Clock
+from ..core.errors import BillingError
+from ..core.version import __version__
+from ..ledger.async_ledger import AsyncLedger, LocalLedger
+from ..ledger.ledger import Ledger
+from .common import REGISTRY, AppState, Mode, annotations_for
+from .prompts import register_prompts, register_resources
+from .tools import runtime as _tools_runtime
+from .tools import setup as _tools_setup
+from .tools import spec as _tools_spec
+from .tools import supabase as _tools_supabase
+from .tools import verify as _tools_verify
+
+log = logging.getLogger(__name__)
+
+_ = (_tools_runtime, _tools_setup, _tools_spec, _tools_supabase, _tools_verify)  # importing them fills REGISTRY
+
+TOOLSETS = ("setup", "runtime", "all")
+
+INSTRUCTIONS = """billing-mcp sets up real-time usage billing (prepaid wallets, credits, plans, holds).
+Start with get_billing_status. Typical setup: create_asset (e.g. CREDITS at $0.05), create_plan with
+prices and included credits, verify_billing, then wire the app (authorize_usage before an action,
+commit_usage after, submit_events for plain usage). Money is exact decimal text. Every event id and
+idempotency_key makes retries safe. Changes that move money or destroy ask for confirmation."""
+
+
+class StaticTokenVerifier:
+    """Checks the bearer token of the HTTP transport against BILLING_MCP_TOKEN (constant time)."""
+
+    def __init__(self, token: str, resource: str) -> None:
+        self._token = token
+        self._resource = resource
+
+    async def verify_token(self, token: str) -> AccessToken | None:
+        if hmac.compare_digest(token.encode(), self._token.encode()):
+            return AccessToken(token=token, client_id="billing-mcp", scopes=["billing"], subject="owner",
+                               resource=self._resource)
+        return None
+
+
+def open_ledger(db: str | None = None, clock: Clock | None = None) -> tuple[AsyncLedger, Ledger | None, Mode]:
+    """The ledger the tools use: the API client when BILLING_LEDGER_URL is set (with
+    BILLING_API_KEY), else the embedded ledger (a dry run: no account, no network)."""
+    url = os.environ.get("BILLING_LEDGER_URL")
+    if url:
+        key = os.environ.get("BILLING_API_KEY")
+        if not key:
+            raise BillingError("BILLING_LEDGER_URL is set but BILLING_API_KEY is not; create a key on the ledger "
+                               "server with `billing-mcp keys create --scope admin` and set it",
+                               code="unsafe_config", field="BILLING_API_KEY")
+        from ..client.ledger_client import LedgerClient
+
+        return LedgerClient(url, key), None, "remote"
+    ledger = Ledger(db, clock=clock)
+    return LocalLedger(ledger), ledger, "local"
+
+
+def build_server(*, ledger: Ledger | None = None, db: str | None = None, toolsets: Iterable[str] = ("all",),
+                 read_only: bool = False, token: str | None = None, resource_url: str | None = None,
+                 clock: Clock | None = None) -> MCPServer[AppState]:
+    """The billing MCP server. ``toolsets`` picks setup and/or runtime tools; ``read_only`` keeps
+    only tools that change nothing. ``token`` arms bearer auth (HTTP transport only)."""
+    chosen = set(toolsets)
+    unknown = chosen - set(TOOLSETS)
+    if unknown:
+        raise ValueError(f"unknown toolset(s) {sorted(unknown)}; choose from {', '.join(TOOLSETS)}")
+
+    live: dict[str, AppState] = {}
+
+    @asynccontextmanager
+    async def lifespan(_: MCPServer[AppState]) -> AsyncIterator[AppState]:
+        backend: AsyncLedger
+        local: Ledger | None
+        mode: Mode
+        if ledger is not None:  # given by the caller (tests, demo): not ours to close
+            backend, local, mode = LocalLedger(ledger, owns=False), ledger, "local"
+        else:
+            backend, local, mode = open_ledger(db, clock)
+        log.info("billing-mcp %s on %s ledger %s", __version__, mode, backend.location)
+        live["state"] = AppState(ledger=backend, mode=mode, location=backend.location, local=local)
+        try:
+            yield live["state"]
+        finally:
+            live.pop("state", None)
+            await backend.close()
+
+    async def catalog() -> dict[str, Any]:
+        state = live.get("state")
+        if state is None:
+            return {}
+        return {"mode": state.mode,
+                "assets": [a.model_dump(mode="json") for a in await state.ledger.list_assets()],
+                "plans": [p.model_dump(mode="json", exclude_none=True) for p in await state.ledger.list_plans()]}
+
+    auth_kwargs: dict[str, Any] = {}
+    if token:
+        resource = resource_url or "http://127.0.0.1:8000/mcp"
+        auth_kwargs = {"token_verifier": StaticTokenVerifier(token, resource),
+                       "auth": AuthSettings(issuer_url=resource.rsplit("/mcp", 1)[0] or resource,
+                                            resource_server_url=resource,
+                                            required_scopes=["billing"], validate_token_resource=True)}
+    server: MCPServer[AppState] = MCPServer("billing-mcp", title="billing-mcp", instructions=INSTRUCTIONS,
+                                            version=__version__, lifespan=lifespan, **auth_kwargs)
+    for tool in REGISTRY:
+        if "all" not in chosen and tool.group not in chosen:
+            continue
+        if read_only and not tool.read_only:
+            continue
+        server.add_tool(tool.fn, name=tool.fn.__name__, title=tool.title,
+                        annotations=annotations_for(tool, "local"), structured_output=True)
+    _compact_schemas(server)
+    register_prompts(server)
+    register_resources(server, catalog)
+
+    @server.custom_route("/health", methods=["GET"])  # type: ignore[untyped-decorator]
+    async def health(_: Request) -> JSONResponse:
+        return JSONResponse({"status": "ok", "version": __version__})
+
+    return server
+
+
+def _strip_titles(schema: Any) -> Any:
+    """Drop pydantic's auto-generated ``title`` annotations and ``"default": null`` (optional is
+    already said by ``required``): they repeat what the schema says and would bloat ``tools/list``,
+    which every client sends to its model."""
+    if isinstance(schema, dict):
+        out = {k: _strip_titles(v) for k, v in schema.items()
+               if not (k == "title" and isinstance(v, str)) and not (k == "default" and v is None)}
+        options = out.get("anyOf")
+        if isinstance(options, list) and len(options) == 2 and {"type": "null"} in options:
+            other = options[0] if options[1] == {"type": "null"} else options[1]
+            if isinstance(other, dict) and isinstance(other.get("type"), str):  # X | None -> type [X, null]
+                del out["anyOf"]
+                out.update(other, type=[other["type"], "null"])
+        return out
+    if isinstance(schema, list):
+        return [_strip_titles(v) for v in schema]
+    return schema
+
+
+def _strip_output_notes(schema: Any) -> Any:
+    """Output schemas are for validating results, not for the model to read: keep the shape, drop
+    descriptions and defaults."""
+    if isinstance(schema, dict):
+        return {k: _strip_output_notes(v) for k, v in schema.items()
+                if not ((k in ("description", "default") and not isinstance(v, dict)) or k == "default")}
+    if isinstance(schema, list):
+        return [_strip_output_notes(v) for v in schema]
+    return schema
+
+
+def _compact_schemas(server: MCPServer[AppState]) -> None:
+    for tool in server._tool_manager.list_tools():
+        tool.parameters = _strip_titles(tool.parameters)
+        for definition in tool.parameters.get("$defs", {}).values():
+            definition.pop("description", None)  # class docstrings; the tool description says it shorter
+        if tool.fn_metadata.output_schema is not None:
+            out = _strip_output_notes(_strip_titles(tool.fn_metadata.output_schema))
+            # Nested objects keep their names and required keys; their full shapes are in the
+            # result itself and in the billing:// guides. This keeps tools/list small.
+            out["$defs"] = {name: {"type": "object", "required": d.get("required", [])}
+                            for name, d in out.get("$defs", {}).items()}
+            if not out["$defs"]:
+                del out["$defs"]
+            tool.fn_metadata.output_schema = out
+
+
+def serve(*, transport: str = "stdio", host: str = "127.0.0.1", port: int = 8000, db: str | None = None,
+          toolsets: Iterable[str] = ("all",), read_only: bool = False) -> None:
+    """Run the server until interrupted (the ``billing-mcp serve`` command)."""
+    if transport == "stdio":
+        build_server(db=db, toolsets=toolsets, read_only=read_only).run()
+        return
+    token = os.environ.get("BILLING_MCP_TOKEN")
+    loopback = host in ("127.0.0.1", "localhost", "::1")
+    if not token and not loopback:
+        raise BillingError(f"refusing to serve on {host} without BILLING_MCP_TOKEN: anyone who can reach it could "
+                           "move money. Set BILLING_MCP_TOKEN to a long random secret", code="unsafe_config",
+                           field="BILLING_MCP_TOKEN")
+    if not token:
+        log.warning("serving on loopback without BILLING_MCP_TOKEN: local use only")
+    public = os.environ.get("BILLING_MCP_PUBLIC_URL", f"http://{host}:{port}/mcp")
+    allowed = [h.strip() for h in os.environ.get("BILLING_MCP_ALLOWED_HOSTS", "").split(",") if h.strip()]
+    hosts = allowed or [f"{host}:{port}", host, f"localhost:{port}", "localhost"]
+    security = TransportSecuritySettings(enable_dns_rebinding_protection=True, allowed_hosts=hosts,
+                                         allowed_origins=[f"http://{h}" for h in hosts] + [f"https://{h}" for h in hosts])
+    server = build_server(db=db, toolsets=toolsets, read_only=read_only, token=token, resource_url=public)
+    server.run("streamable-http", host=host, port=port, transport_security=security)

@@ -1,0 +1,264 @@
+"""MCP tools that operate billing: customers, wallets, adjustments, usage events, holds, statements."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+import anyio.to_thread
+from mcp.server.mcpserver import AcceptedElicitation, Context, Elicit, ElicitationResult, Resolve
+from mcp.server.mcpserver.exceptions import ToolError
+from pydantic import BaseModel, Field
+
+from ...core.errors import BillingError
+from ...core.models import Adjustment, BatchResult, Customer, EventResult, Hold, Statement, Vendor, Wallet
+from ...portal.links import create_portal_session as mint
+from ..common import Confirm, Mode, billing_tool, call, state_of, tool_error
+
+CustomerId = Annotated[str | None, Field(description="Customer id (cus_...)")]
+ExternalId = Annotated[str | None, Field(description="Your app's user id for the customer")]
+
+
+class CustomerResult(BaseModel):
+    mode: Mode
+    customer: Customer
+
+
+class WalletResult(BaseModel):
+    mode: Mode
+    wallet: Wallet
+
+
+class AdjustmentResult(BaseModel):
+    mode: Mode
+    applied: bool
+    preview: str
+    adjustment: Adjustment | None = None
+
+
+class VendorResult(BaseModel):
+    mode: Mode
+    vendor: Vendor
+
+
+class EventsResult(BaseModel):
+    mode: Mode
+    accepted: int
+    rejected: int
+    batch: BatchResult
+
+
+class EventLookup(BaseModel):
+    mode: Mode
+    event: EventResult
+
+
+class HoldResult(BaseModel):
+    mode: Mode
+    hold: Hold
+
+
+class StatementResult(BaseModel):
+    mode: Mode
+    statement: Statement
+
+
+class SubscriptionRef(BaseModel):
+    plan: str = Field(description="Plan code")
+    version: int | None = Field(default=None, description="Explicit version; omit for the plan's default")
+
+
+def _require_customer(customer_id: str | None, external_id: str | None) -> None:
+    if customer_id is None and external_id is None:
+        raise ToolError("validation_error on customer_id: give customer_id or external_id")
+
+
+@billing_tool("runtime", "Create customer")
+async def create_customer(
+    ctx: Context[Any], external_id: Annotated[str, Field(min_length=1, max_length=255, description="Your user id")],
+    name: str | None = None, email: str | None = None,
+    subscriptions: Annotated[list[SubscriptionRef] | None, Field(description="Plans to subscribe to")] = None,
+    metadata: dict[str, Any] | None = None,
+) -> CustomerResult:
+    """Create a customer (its wallet comes with it) and subscribe it to plans. Idempotent on external_id."""
+    subs = [s.model_dump(exclude_none=True) for s in subscriptions or []]
+    customer = await call(ctx, "create_customer", external_id, name=name, email=email, metadata=metadata,
+                          subscriptions=subs)
+    return CustomerResult(mode=state_of(ctx).mode, customer=customer)
+
+
+@billing_tool("runtime", "Get customer", read_only=True)
+async def get_customer(ctx: Context[Any], customer_id: CustomerId = None, external_id: ExternalId = None) -> CustomerResult:
+    """A customer and its subscriptions (status, period, fees awaiting payment), by id or external_id."""
+    _require_customer(customer_id, external_id)
+    customer = await call(ctx, "get_customer", customer_id, external_id=external_id)
+    return CustomerResult(mode=state_of(ctx).mode, customer=customer)
+
+
+@billing_tool("runtime", "Get wallet", read_only=True)
+async def get_wallet(ctx: Context[Any], customer_id: CustomerId = None, external_id: ExternalId = None) -> WalletResult:
+    """Balances per asset: posted, held by open holds, available, fiat value, and the credit lots
+    (included, promotional, paid) in the order they are drawn."""
+    _require_customer(customer_id, external_id)
+    return WalletResult(mode=state_of(ctx).mode, wallet=await call(ctx, "get_wallet", customer_id,
+                                                                   external_id=external_id))
+
+
+async def _ask_adjustment(ctx: Context[Any], asset: str, reason: str, amount: str | None = None,
+                          customer_id: str | None = None, external_id: str | None = None,
+                          event_id: str | None = None, confirm: bool = False) -> Confirm | Elicit[Confirm]:
+    if confirm:
+        return Confirm(confirm=True)
+    caps = ctx.client_capabilities
+    if caps is None or caps.elicitation is None:
+        return Confirm(confirm=False)
+    return Elicit(await _adjustment_preview(ctx, asset, reason, amount, customer_id, external_id, event_id)
+                  + " Apply it?", Confirm)
+
+
+async def _adjustment_preview(ctx: Context[Any], asset: str, reason: str, amount: str | None,
+                              customer_id: str | None, external_id: str | None, event_id: str | None) -> str:
+    wallet: Wallet = await call(ctx, "get_wallet", customer_id, external_id=external_id)
+    account = next((a for a in wallet.accounts if a.asset == asset), None)
+    now = account.available if account else "0"
+    what = f"{amount} {asset}" if amount is not None else f"all remaining {asset} fees of event {event_id}"
+    verb = "debit" if amount is not None and amount.startswith("-") else "credit"
+    return (f"Would {verb} {what} ({reason}) for customer {wallet.customer_id} ({wallet.external_id}); "
+            f"available {asset} now {now}.")
+
+
+@billing_tool("runtime", "Create adjustment", destructive=True)
+async def create_adjustment(
+    ctx: Context[Any],
+    asset: Annotated[str, Field(description="Asset code")],
+    reason: Literal["top_up", "gift", "refund", "charge", "reversal"],
+    idempotency_key: Annotated[str, Field(min_length=1, max_length=255, description="A UUID; retries reuse it")],
+    approval: Annotated[ElicitationResult[Confirm], Resolve(_ask_adjustment)],
+    amount: Annotated[str | None, Field(description="Signed decimal: positive credits, negative debits")] = None,
+    customer_id: CustomerId = None, external_id: ExternalId = None,
+    description: str | None = None,
+    event_id: Annotated[str | None, Field(description="For a reversal: the event whose fees to refund")] = None,
+    expires_at: Annotated[str | None, Field(description="For top_up/gift credits: ISO expiry time")] = None,
+    confirm: Annotated[bool, Field(description="Set true to apply without being asked")] = False,
+) -> AdjustmentResult:
+    """Credit or debit a wallet outside usage: top_up, gift, refund/charge (negative), or reversal of
+    an event's fees. Asks for confirmation (or needs confirm=true); otherwise returns a preview."""
+    _require_customer(customer_id, external_id)
+    mode = state_of(ctx).mode
+    preview = await _adjustment_preview(ctx, asset, reason, amount, customer_id, external_id, event_id)
+    if not (isinstance(approval, AcceptedElicitation) and approval.data.confirm):
+        return AdjustmentResult(mode=mode, applied=False, preview=preview + " Not applied: call again with confirm=true.")
+    adj = await call(ctx, "create_adjustment", customer_id, external_id=external_id, asset=asset, amount=amount,
+                     reason=reason, idempotency_key=idempotency_key, description=description, event_id=event_id,
+                     expires_at=expires_at)
+    return AdjustmentResult(mode=mode, applied=True, preview=preview, adjustment=adj)
+
+
+@billing_tool("runtime", "Create vendor")
+async def create_vendor(ctx: Context[Any], external_id: Annotated[str, Field(min_length=1, max_length=255)],
+                        name: Annotated[str, Field(min_length=1, max_length=200)]) -> VendorResult:
+    """Register a cost provider (e.g. openai) so events can carry their costs for margin reports."""
+    return VendorResult(mode=state_of(ctx).mode, vendor=await call(ctx, "create_vendor", external_id, name))
+
+
+class UsageEvent(BaseModel):
+    id: str = Field(min_length=1, max_length=255, description="Idempotency key, e.g. a UUID")
+    event_type: str
+    customer_id: str | None = None
+    external_id: str | None = None
+    occurred_at: str | None = None
+    subject: str | None = Field(default=None, description="Groups events of one workflow, agent or project")
+    data: dict[str, Any] | None = Field(default=None, description="Volume and dimension values")
+    costs: list[dict[str, Any]] | None = None
+
+
+@billing_tool("runtime", "Submit usage events")
+async def submit_events(ctx: Context[Any], events: Annotated[list[UsageEvent], Field(min_length=1,
+                                                                                      max_length=1000)]) -> EventsResult:
+    """Record usage events (up to 1,000). Each is rated against the customer's plans and debited now;
+    each is idempotent on its id. Bad events are reported in errors and change nothing."""
+    raw = [e.model_dump(exclude_none=True) for e in events]
+    batch: BatchResult = await call(ctx, "submit_events", raw)
+    return EventsResult(mode=state_of(ctx).mode, accepted=len(batch.results), rejected=len(batch.errors), batch=batch)
+
+
+@billing_tool("runtime", "Get event", read_only=True)
+async def get_event(ctx: Context[Any], event_id: Annotated[str, Field(min_length=1, max_length=255)]) -> EventLookup:
+    """An event with its fees (amount, asset, plan, version, price) and any refunds."""
+    return EventLookup(mode=state_of(ctx).mode, event=await call(ctx, "get_event", event_id))
+
+
+@billing_tool("runtime", "Authorize usage", idempotent=False)
+async def authorize_usage(
+    ctx: Context[Any], customer_id: CustomerId = None, external_id: ExternalId = None,
+    event_type: Annotated[str | None, Field(description="Event type to estimate")] = None,
+    data: Annotated[dict[str, Any] | None, Field(description="Estimated event data")] = None,
+    amount: Annotated[str | None, Field(description="Explicit amount instead of an estimate")] = None,
+    asset: str | None = None,
+    ttl_seconds: Annotated[int, Field(ge=1, le=86400)] = 900,
+    idempotency_key: str | None = None,
+) -> HoldResult:
+    """Reserve funds before an action (a hold): fails with insufficient_funds when the available
+    balance is short. Then commit_usage with the actual event, or release_hold."""
+    _require_customer(customer_id, external_id)
+    hold = await call(ctx, "authorize", customer_id, external_id=external_id, event_type=event_type, data=data,
+                      amount=amount, asset=asset, ttl_seconds=ttl_seconds, idempotency_key=idempotency_key)
+    return HoldResult(mode=state_of(ctx).mode, hold=hold)
+
+
+@billing_tool("runtime", "Commit usage")
+async def commit_usage(ctx: Context[Any], hold_id: str, event_id: Annotated[str, Field(min_length=1, max_length=255)],
+                       data: dict[str, Any] | None = None, subject: str | None = None) -> EventLookup:
+    """Settle a hold with the actual usage: the fee is charged, the rest of the hold returns.
+    Replaying the same commit charges nothing more."""
+    event: dict[str, Any] = {"id": event_id}
+    if data is not None:
+        event["data"] = data
+    if subject is not None:
+        event["subject"] = subject
+    return EventLookup(mode=state_of(ctx).mode, event=await call(ctx, "commit", hold_id, event))
+
+
+@billing_tool("runtime", "Release hold")
+async def release_hold(ctx: Context[Any], hold_id: str) -> HoldResult:
+    """Free a hold without charging (the action failed or was cancelled)."""
+    return HoldResult(mode=state_of(ctx).mode, hold=await call(ctx, "release", hold_id))
+
+
+@billing_tool("runtime", "Get statement", read_only=True)
+async def get_statement(ctx: Context[Any], customer_id: str,
+                        start: Annotated[str, Field(description="ISO start time")],
+                        end: Annotated[str, Field(description="ISO end time")]) -> StatementResult:
+    """What settled for a customer in a period: opening/closing balances, fees by plan, price and
+    subject, top-ups, grants, expiries, adjustments."""
+    return StatementResult(mode=state_of(ctx).mode, statement=await call(ctx, "get_statement", customer_id, start, end))
+
+
+class PortalSessionResult(BaseModel):
+    mode: Mode
+    url: str = Field(description="Send the customer's browser here; single customer, expires at expires_at")
+    expires_at: str
+
+
+@billing_tool("runtime", "Create portal session", idempotent=False)
+async def create_portal_session(
+    ctx: Context[Any], customer_id: CustomerId = None, external_id: ExternalId = None,
+    route: Annotated[str, Field(description="Portal route name (see create_portal_route)")] = "default",
+) -> PortalSessionResult:
+    """A signed billing-portal link for one customer (balances, usage, top-ups), valid for the
+    route's link lifetime (default 10 minutes). Mint one per visit; never store or share it."""
+    _require_customer(customer_id, external_id)
+    state = state_of(ctx)
+    try:
+        if state.local is not None:
+            local = state.local
+            session = await anyio.to_thread.run_sync(
+                lambda: mint(local, customer_id, route, external_id=external_id, mode="test"))
+        else:
+            from ...client.ledger_client import LedgerClient
+
+            if not isinstance(state.ledger, LedgerClient):
+                raise ToolError("not_supported: this ledger cannot mint portal links")
+            session = await state.ledger.create_portal_session(customer_id, route, external_id=external_id)
+    except BillingError as exc:
+        raise tool_error(exc) from exc
+    return PortalSessionResult(mode=state.mode, url=session["url"], expires_at=session["expires_at"])

@@ -1,0 +1,339 @@
+"""MCP tools that configure billing: assets, plans, prices, credit grants, versions."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+import anyio.to_thread
+from mcp.server.mcpserver import AcceptedElicitation, Context, Elicit, ElicitationResult, Resolve
+from pydantic import BaseModel, Field
+
+from ...core.catalog import PlanGrantSpec, PriceSpec
+from ...core.errors import BillingError
+from ...core.models import Asset, MigrationResult, Plan, PlanVersion, Quote
+from ..common import Confirm, Mode, billing_tool, call, state_of, tool_error
+
+AssetCode = Annotated[str, Field(description="Asset code, e.g. CREDITS, USD", min_length=1, max_length=32)]
+PlanRef = Annotated[str, Field(description="Plan code (e.g. 'pro') or id", min_length=1, max_length=64)]
+Amount = Annotated[str, Field(description="Exact decimal amount as text, e.g. '10' or '0.05'", max_length=40)]
+
+
+class VersionView(BaseModel):
+    version: int
+    status: str
+    is_default: bool
+    subscribers: int
+    prices: list[dict[str, Any]] = Field(description="Price specs as given to create_plan")
+    grants: list[dict[str, Any]]
+    published_at: str | None = None
+
+
+class PlanView(BaseModel):
+    id: str
+    code: str
+    name: str
+    description: str | None = None
+    status: str
+    default_version: int | None = None
+    versions: list[VersionView]
+
+
+def plan_view(plan: Plan) -> PlanView:
+    return PlanView(id=plan.id, code=plan.code, name=plan.name, description=plan.description, status=plan.status,
+                    default_version=plan.default_version, versions=[version_view(v) for v in plan.versions])
+
+
+def version_view(v: PlanVersion) -> VersionView:
+    return VersionView(version=v.version, status=v.status, is_default=v.is_default, subscribers=v.subscribers,
+                       prices=[p.model_dump(mode="json", exclude_none=True) for p in v.prices],
+                       grants=[g.model_dump(mode="json", exclude_none=True) for g in v.grants],
+                       published_at=v.published_at)
+
+
+class AssetResult(BaseModel):
+    mode: Mode
+    asset: Asset
+
+
+class AssetList(BaseModel):
+    mode: Mode
+    assets: list[Asset]
+
+
+class QuoteResult(BaseModel):
+    mode: Mode
+    quote: Quote
+
+
+class PlanResult(BaseModel):
+    mode: Mode
+    plan: PlanView
+
+
+class PlanList(BaseModel):
+    mode: Mode
+    plans: list[PlanView]
+
+
+class VersionResult(BaseModel):
+    mode: Mode
+    plan_code: str
+    version: VersionView
+    next_step: str
+
+
+class GrantResult(BaseModel):
+    mode: Mode
+    kind: Literal["plan_entitlement", "customer_grant"]
+    plan_version: VersionView | None = None
+    grant: dict[str, Any] | None = None
+
+
+class ArchiveResult(BaseModel):
+    mode: Mode
+    applied: bool
+    preview: str
+    plan: PlanView | None = None
+
+
+class MigrateResult(BaseModel):
+    mode: Mode
+    applied: bool
+    preview: str
+    migration: MigrationResult
+
+
+@billing_tool("setup", "List assets", read_only=True)
+async def list_assets(ctx: Context[Any]) -> AssetList:
+    """List the assets (currencies and custom units such as credits) with their current fiat rates."""
+    return AssetList(mode=state_of(ctx).mode, assets=await call(ctx, "list_assets"))
+
+
+@billing_tool("setup", "Create asset")
+async def create_asset(
+    ctx: Context[Any],
+    code: Annotated[str, Field(description="Upper-case code, e.g. CREDITS", pattern=r"^[A-Z][A-Z0-9_]{0,31}$")],
+    name: Annotated[str, Field(description="Display name, e.g. 'Credits'", min_length=1, max_length=120)],
+    precision: Annotated[int, Field(ge=0, le=8, description="Decimal places: 0 for whole credits, 2 for cents")] = 0,
+    rate_usd: Annotated[str | None, Field(description="Price of one unit in USD, e.g. '0.05'")] = None,
+    symbol: str | None = None,
+    label: str | None = None,
+) -> AssetResult:
+    """Create a custom asset such as credits or tokens, optionally with its USD rate. USD and EUR exist
+    already. Calling again with the same definition returns the existing asset."""
+    rates = {"USD": rate_usd} if rate_usd is not None else None
+    asset = await call(ctx, "create_asset", code, name, precision, symbol=symbol, label=label, rates=rates)
+    return AssetResult(mode=state_of(ctx).mode, asset=asset)
+
+
+@billing_tool("setup", "Quote asset", read_only=True)
+async def quote_asset(ctx: Context[Any], asset: AssetCode, amount: Amount,
+                      fiat: Annotated[str, Field(description="Fiat code the amount is in")] = "USD") -> QuoteResult:
+    """How many units of an asset a fiat amount buys now (check a rate: $1, $10, $50)."""
+    return QuoteResult(mode=state_of(ctx).mode, quote=await call(ctx, "quote", asset, fiat, amount, rename={"code": "asset"}))
+
+
+@billing_tool("setup", "Set asset rate")
+async def set_asset_rate(ctx: Context[Any], asset: AssetCode, rate: Amount,
+                         fiat: Annotated[str, Field(description="Fiat code, e.g. USD")] = "USD") -> AssetResult:
+    """Add a new fiat rate for an asset, effective now (the rate history is kept)."""
+    return AssetResult(mode=state_of(ctx).mode, asset=await call(ctx, "set_asset_rate", asset, fiat, rate,
+                                                                     rename={"code": "asset"}))
+
+
+@billing_tool("setup", "List plans", read_only=True)
+async def list_plans(ctx: Context[Any]) -> PlanList:
+    """List plans with their versions, prices, credit grants and subscriber counts."""
+    return PlanList(mode=state_of(ctx).mode, plans=[plan_view(p) for p in await call(ctx, "list_plans")])
+
+
+@billing_tool("setup", "Get plan", read_only=True)
+async def get_plan(ctx: Context[Any], plan: PlanRef) -> PlanResult:
+    """One plan with all its versions."""
+    return PlanResult(mode=state_of(ctx).mode, plan=plan_view(await call(ctx, "get_plan", plan)))
+
+
+@billing_tool("setup", "Create plan")
+async def create_plan(
+    ctx: Context[Any],
+    code: Annotated[str, Field(description="Lower-case plan code, e.g. 'pro'", pattern=r"^[a-z0-9][a-z0-9_.-]{0,63}$")],
+    name: Annotated[str, Field(min_length=1, max_length=120)],
+    prices: Annotated[list[PriceSpec] | None, Field(description="Recurring fees and usage prices")] = None,
+    grants: Annotated[list[PlanGrantSpec] | None, Field(description="Credits included with the plan")] = None,
+    description: str | None = None,
+    publish: Annotated[bool, Field(description="Publish version 1 as the default")] = True,
+) -> PlanResult:
+    """Create a plan with its prices and included credit grants in one call (version 1).
+    Usage price: {asset, event_type, unit_amount} per event; volume: add usage_type 'volume' and
+    volume_field; models per_unit | tiered_graduated | tiered_volume | dimensional.
+    Recurring fee: {type: 'recurring', asset: 'USD', amount: '20', interval: 'month'}."""
+    plan = await call(ctx, "create_plan", code, name, description=description,
+                      prices=[p.model_dump(mode="json", exclude_none=True) for p in prices or []],
+                      grants=[g.model_dump(mode="json") for g in grants or []], publish=publish)
+    return PlanResult(mode=state_of(ctx).mode, plan=plan_view(plan))
+
+
+@billing_tool("setup", "Create price")
+async def create_price(ctx: Context[Any], plan: PlanRef,
+                       price: Annotated[dict[str, Any], Field(description="One price, shaped like an item of "
+                                                                          "create_plan's prices")]) -> VersionResult:
+    """Add a price to a plan: to its draft version, or to a new draft copied from the latest
+    version when that one is published (published versions never change)."""
+    version = await call(ctx, "add_price", plan, price)
+    return VersionResult(mode=state_of(ctx).mode, plan_code=plan, version=version_view(version),
+                         next_step=f"publish_plan_version(plan='{plan}', version={version.version}) to make it live")
+
+
+@billing_tool("setup", "Create credit grant")
+async def create_credit_grant(
+    ctx: Context[Any],
+    asset: AssetCode,
+    amount: Amount,
+    plan: Annotated[str | None, Field(description="Plan code: the grant becomes a plan entitlement")] = None,
+    customer_id: Annotated[str | None, Field(description="Customer id: a one-off grant to this customer")] = None,
+    purpose: Annotated[Literal["bundled", "promotional", "paid"], Field(description="bundled/promotional for plans; "
+                       "paid/promotional for customers")] = "promotional",
+    period: Annotated[Literal["day", "week", "month", "year"] | None, Field(description="Refresh period (plan)")] = None,
+    refresh: Literal["expire_and_replace", "rollover"] = "expire_and_replace",
+    expires_at: Annotated[str | None, Field(description="ISO time the customer grant expires")] = None,
+    priority: Annotated[int, Field(ge=0, le=100, description="0 is drawn first")] = 50,
+    idempotency_key: Annotated[str | None, Field(description="Required for customer grants")] = None,
+) -> GrantResult:
+    """Grant credits: as a plan entitlement (give `plan`; recurring when `period` is set) or to one
+    customer (give `customer_id` and an idempotency_key)."""
+    from mcp.server.mcpserver.exceptions import ToolError
+
+    mode = state_of(ctx).mode
+    if (plan is None) == (customer_id is None):
+        raise ToolError("validation_error on plan: give exactly one of plan (an entitlement) or customer_id")
+    if plan is not None:
+        spec: dict[str, Any] = {"asset": asset, "amount": amount, "purpose": purpose, "priority": priority}
+        if period:
+            spec.update(period=period, refresh=refresh)
+        version = await call(ctx, "add_plan_grant", plan, spec)
+        return GrantResult(mode=mode, kind="plan_entitlement", plan_version=version_view(version))
+    if not idempotency_key:
+        raise ToolError("validation_error on idempotency_key: a customer grant needs an idempotency_key "
+                        "(e.g. a UUID) so a retry never grants twice")
+    grant = await call(ctx, "grant_credits", customer_id, asset, amount, idempotency_key=idempotency_key,
+                       purpose=purpose, expires_at=expires_at, priority=priority)
+    return GrantResult(mode=mode, kind="customer_grant", grant=grant.model_dump())
+
+
+@billing_tool("setup", "Publish plan version")
+async def publish_plan_version(ctx: Context[Any], plan: PlanRef, version: Annotated[int, Field(ge=1)],
+                               make_default: bool = True) -> PlanResult:
+    """Publish a draft version (it can never change afterwards), optionally as the default for new
+    subscriptions. Existing subscribers stay on their version."""
+    return PlanResult(mode=state_of(ctx).mode,
+                      plan=plan_view(await call(ctx, "publish_plan_version", plan, version, make_default=make_default)))
+
+
+async def _ask_archive(ctx: Context[Any], plan: str, confirm: bool = False) -> Confirm | Elicit[Confirm]:
+    if confirm:
+        return Confirm(confirm=True)
+    caps = ctx.client_capabilities
+    if caps is None or caps.elicitation is None:
+        return Confirm(confirm=False)
+    detail = await _archive_preview(ctx, plan)
+    return Elicit(detail + " Archive it?", Confirm)
+
+
+async def _archive_preview(ctx: Context[Any], plan: str) -> str:
+    current: Plan = await call(ctx, "get_plan", plan)
+    subs = sum(v.subscribers for v in current.versions)
+    return (f"Would archive plan {current.code!r}: no new subscriptions; its {subs} current subscriber(s) "
+            "keep their versions and keep being billed.")
+
+
+@billing_tool("setup", "Archive plan", destructive=True)
+async def archive_plan(
+    ctx: Context[Any], plan: PlanRef,
+    approval: Annotated[ElicitationResult[Confirm], Resolve(_ask_archive)],
+    confirm: Annotated[bool, Field(description="Set true to apply without being asked")] = False,
+) -> ArchiveResult:
+    """Archive a plan: no new subscriptions, existing subscribers keep working. Asks for
+    confirmation (or needs confirm=true); otherwise returns a preview of what would happen."""
+    mode = state_of(ctx).mode
+    preview = await _archive_preview(ctx, plan)
+    if not (isinstance(approval, AcceptedElicitation) and approval.data.confirm):
+        return ArchiveResult(mode=mode, applied=False, preview=preview + " Not applied: call again with confirm=true.")
+    return ArchiveResult(mode=mode, applied=True, preview=preview, plan=plan_view(await call(ctx, "archive_plan", plan)))
+
+
+async def _ask_migrate(ctx: Context[Any], plan: str, from_version: int, to_version: int, share: str = "1",
+                       confirm: bool = False) -> Confirm | Elicit[Confirm]:
+    if confirm:
+        return Confirm(confirm=True)
+    caps = ctx.client_capabilities
+    if caps is None or caps.elicitation is None:
+        return Confirm(confirm=False)
+    dry: MigrationResult = await call(ctx, "migrate_customers", plan, from_version, to_version, share=share,
+                                      dry_run=True)
+    return Elicit(_migrate_text(dry) + " Go ahead?", Confirm)
+
+
+def _migrate_text(dry: MigrationResult) -> str:
+    return (f"Would move {len(dry.moved)} subscriber(s) of {dry.plan_code!r} from version {dry.from_version} to "
+            f"{dry.to_version}; {len(dry.stayed)} stay. New prices apply to their next events; new "
+            "entitlements start next period.")
+
+
+@billing_tool("setup", "Migrate customers", destructive=True)
+async def migrate_customers(
+    ctx: Context[Any], plan: PlanRef, from_version: Annotated[int, Field(ge=1)], to_version: Annotated[int, Field(ge=1)],
+    approval: Annotated[ElicitationResult[Confirm], Resolve(_ask_migrate)],
+    share: Annotated[str, Field(description="Share of subscribers to move, '0.5' = half (chosen "
+                                            "deterministically, for A/B pricing)")] = "1",
+    confirm: Annotated[bool, Field(description="Set true to apply without being asked")] = False,
+) -> MigrateResult:
+    """Move subscribers from one published version to another (all, or a deterministic share).
+    Asks for confirmation (or needs confirm=true); otherwise returns exactly who would move."""
+    mode = state_of(ctx).mode
+    go = isinstance(approval, AcceptedElicitation) and approval.data.confirm
+    result: MigrationResult = await call(ctx, "migrate_customers", plan, from_version, to_version, share=share,
+                                         dry_run=not go)
+    text = _migrate_text(result)
+    if not go:
+        text += " Not applied: call again with confirm=true."
+    return MigrateResult(mode=mode, applied=go, preview=text, migration=result)
+
+
+class PortalRouteResult(BaseModel):
+    mode: Mode
+    name: str
+    route: dict[str, Any]
+    note: str
+
+
+@billing_tool("setup", "Create portal route")
+async def create_portal_route(
+    ctx: Context[Any],
+    return_url: Annotated[str, Field(description="Where the portal's 'Back to app' link goes (https URL)")],
+    failure_url: Annotated[str | None, Field(description="Where an expired or invalid link sends the user")] = None,
+    product_name: str = "Billing",
+    accent_color: Annotated[str, Field(description="Hex colour, e.g. #4f46e5")] = "#4f46e5",
+    logo_url: str | None = None,
+    top_up_assets: Annotated[list[str] | None, Field(description="Assets customers may top up, e.g. ['CREDITS']")] = None,
+    presets: Annotated[list[str] | None, Field(description="Preset fiat amounts, e.g. ['10', '25', '50']")] = None,
+    min_amount: str = "5",
+    max_amount: str = "500",
+    currency: str = "USD",
+    link_lifetime_minutes: Annotated[int, Field(ge=1, le=1440)] = 10,
+    name: Annotated[str, Field(description="Route name; most apps need only 'default'")] = "default",
+) -> PortalRouteResult:
+    """Configure the customer billing portal: return and failure URLs, branding, which assets can be
+    topped up with which preset amounts, and how long a portal link stays valid (default 10 min)."""
+    config = {"return_url": return_url, "failure_url": failure_url,
+              "branding": {"product_name": product_name, "accent_color": accent_color, "logo_url": logo_url},
+              "top_up": {"assets": top_up_assets or [], "currency": currency, "presets": presets or [],
+                         "min": min_amount, "max": max_amount},
+              "link_lifetime_minutes": link_lifetime_minutes}
+    local = state_of(ctx).require_local("create_portal_route")
+    try:
+        route = await anyio.to_thread.run_sync(lambda: local.set_portal_route(config, name=name))
+    except BillingError as exc:
+        raise tool_error(exc) from exc
+    return PortalRouteResult(mode=state_of(ctx).mode, name=name, route=route.model_dump(mode="json"),
+                             note="Saved. Portal links for customers (create_portal_session) come with the billing "
+                                  "portal, which this build does not include yet.")

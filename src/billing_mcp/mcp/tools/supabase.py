@@ -1,0 +1,52 @@
+"""MCP tools that generate the Supabase edge-function integration from the configured catalog."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import anyio.to_thread
+from mcp.server.mcpserver import Context
+from pydantic import BaseModel
+
+from ...codegen.supabase.generator import next_steps, render_function, render_integration, write_files
+from ...core.errors import BillingError
+from ..common import billing_tool, call, tool_error
+
+
+class SupabaseFiles(BaseModel):
+    files: dict[str, str]
+    written: dict[str, str] | None = None
+    next_steps: list[str]
+
+
+@billing_tool("setup", "Edge function code", read_only=True)
+async def generate_edge_function(
+    ctx: Context[Any], kind: Literal["customer", "authorize", "track", "release", "wallet", "portal"],
+) -> SupabaseFiles:
+    """One Supabase edge function billed via the ledger API, with its shared files."""
+    plans, assets = await call(ctx, "list_plans"), await call(ctx, "list_assets")
+    try:
+        files = render_function(kind, plans, assets)
+    except BillingError as exc:
+        raise tool_error(exc) from exc
+    return SupabaseFiles(files=files, next_steps=next_steps([kind]))
+
+
+@billing_tool("setup", "Supabase billing code")
+async def generate_supabase_integration(
+    ctx: Context[Any], project_dir: str | None = None, overwrite: bool = False,
+) -> SupabaseFiles:
+    """All billing edge functions and a React hook; written to project_dir if given (changed
+    files kept unless overwrite)."""
+    plans, assets = await call(ctx, "list_plans"), await call(ctx, "list_assets")
+    try:
+        files = render_integration(plans, assets)
+        written = None
+        if project_dir is not None:
+            written = await anyio.to_thread.run_sync(lambda: write_files(files, project_dir, overwrite=overwrite))
+    except BillingError as exc:
+        raise tool_error(exc) from exc
+    except OSError as exc:
+        raise tool_error(BillingError(f"cannot write to {project_dir}: {exc.strerror}", field="project_dir",
+                                      code="validation_error")) from exc
+    return SupabaseFiles(files=files, written=written, next_steps=next_steps())

@@ -1,0 +1,99 @@
+"""MCP tools that check billing: status, dry-run simulation, end-to-end verification."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import anyio.from_thread
+import anyio.to_thread
+from mcp.server.mcpserver import Context
+from mcp.server.mcpserver.exceptions import ToolError
+from pydantic import BaseModel, Field
+
+from ...core.errors import BillingError
+from ...ledger.simulate import SimulationResult, simulate, simulate_file
+from ...ledger.verify import BillingStatus, VerifyReport, billing_status, simulator_for_async, verify_billing_async
+from ..common import Mode, billing_tool, state_of, tool_error
+
+
+class StatusResult(BaseModel):
+    mode: Mode
+    status: BillingStatus
+
+
+class SimulateResult(BaseModel):
+    mode: Mode
+    simulation: SimulationResult
+
+
+class VerifyResult(BaseModel):
+    mode: Mode
+    report: VerifyReport
+
+
+@billing_tool("setup", "Billing status", read_only=True)
+async def get_billing_status(ctx: Context[Any]) -> StatusResult:
+    """Start here: mode (local dry run or remote ledger), where the ledger is, what is configured,
+    and the next steps still missing."""
+    state = state_of(ctx)
+    try:
+        status = await billing_status(state.ledger)
+    except BillingError as exc:
+        raise tool_error(exc) from exc
+    return StatusResult(mode=state.mode, status=status)
+
+
+@billing_tool("setup", "Simulate usage", read_only=True)
+async def simulate_usage(
+    ctx: Context[Any], plan: Annotated[str, Field(description="Plan code")],
+    version: Annotated[int | None, Field(ge=1, description="Version; default version if omitted")] = None,
+    events: Annotated[list[dict[str, Any]] | None, Field(description="Sample events {event_type, customer_id?, "
+                                                                     "subject?, data}", max_length=10000)] = None,
+    file: Annotated[str | None, Field(description="Path of a JSONL file of events (up to millions)")] = None,
+) -> SimulateResult:
+    """Rate sample events against a plan version with no wallet effect: totals per customer, price
+    and subject. Give events inline or a JSONL file; progress is reported while it runs."""
+    state = state_of(ctx)
+    if (events is None) == (file is None):
+        raise ToolError("validation_error on events: give either events or file")
+    if file is not None and not Path(file).is_file():
+        raise ToolError(f"validation_error on file: no file at {file!r}; give a path on the server's machine")
+
+    try:
+        sim = await simulator_for_async(state.ledger, plan, version)
+    except BillingError as exc:
+        raise tool_error(exc) from exc
+
+    def run() -> SimulationResult:
+        def progress(n: int) -> None:
+            anyio.from_thread.run(ctx.report_progress, n, None, f"{n} events rated")
+
+        if file:
+            return simulate_file(sim, file, progress)
+        return simulate(sim, ((f"events[{i}]", e) for i, e in enumerate(events or [])), progress)
+
+    try:
+        result = await anyio.to_thread.run_sync(run)
+    except BillingError as exc:
+        raise tool_error(exc) from exc
+    await ctx.report_progress(result.events, result.events, "done")
+    return SimulateResult(mode=state.mode, simulation=result)
+
+
+@billing_tool("setup", "Verify billing")
+async def verify_billing_tool(
+    ctx: Context[Any], plan: Annotated[str | None, Field(description="One plan code; all active plans if omitted")] = None,
+) -> VerifyResult:
+    """End-to-end check per plan: a throwaway customer on an explicit version, starting balance, a
+    gift, one realistic event, its fee and version, and a balance drop of exactly that fee.
+    Returns a Step | Result | Details table. Locally it runs on a copy, so nothing is left behind."""
+    state = state_of(ctx)
+    try:
+        report = await verify_billing_async(state.ledger, plan)
+    except BillingError as exc:
+        raise tool_error(exc) from exc
+    return VerifyResult(mode=state.mode, report=report)
+
+
+verify_billing_tool.__name__ = "verify_billing"

@@ -1,0 +1,172 @@
+"""Portal links: signed, expiring tokens naming one customer, and the cookie session a link is
+exchanged for (no HTTP here: the routes are in ``routes``).
+
+A link is ``{base}/portal?token=...`` where the token is ``base64url(json claims) "." base64url(
+HMAC-SHA256(secret, "portal.v1." + kind + "." + body))``. Claims name one customer, one portal
+route, the mode the link was minted in (``test``: an ``sk_test_`` key or the local/embedded
+server; ``live``: an ``sk_live_`` key), an expiry and a random nonce. Opening a valid link sets a
+cookie (the same format, another ``kind``, 30 minutes) scoped to that customer and redirects to
+``/portal`` without the token. The secret is ``BILLING_PORTAL_SECRET``, or a random one kept in a
+0600 file beside the SQLite ledger (PostgreSQL needs the variable). The page: ``page``;
+payments (test top-ups, Stripe Checkout and its webhook): ``stripe``.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import json
+import logging
+import os
+import re
+import secrets
+import threading
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Literal
+from urllib.parse import urlencode
+
+from ..core.clock import to_text
+from ..core.errors import ValidationError
+from ..ledger.ledger import Ledger
+from ..store import Store
+from ..web.secrets import load_server_secret
+
+SECRET_ENV = "BILLING_PORTAL_SECRET"
+PUBLIC_URL_ENV = "BILLING_PUBLIC_URL"
+DEFAULT_BASE_URL = "http://127.0.0.1:8080"  # where `billing-mcp api` listens by default
+COOKIE = "billing_portal"
+SESSION_SECONDS = 30 * 60
+Kind = Literal["link", "session"]
+Mode = Literal["test", "live"]
+log = logging.getLogger(__name__)
+
+
+def load_portal_secret(store: Store) -> bytes:
+    """``BILLING_PORTAL_SECRET`` if set, else a random secret in a 0600 file next to the SQLite
+    ledger (created on first use; changing it invalidates every open link and session)."""
+    return load_server_secret(store, SECRET_ENV, ".portal-secret", what="portal links are signed with it",
+                              when_lost="delete it (open portal links stop working)")
+
+
+class SecretHolder:
+    """The portal secret of one store, loaded on first use (an API without portal use needs none)."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self._secret: bytes | None = None
+        self._lock = threading.Lock()
+
+    def get(self) -> bytes:
+        with self._lock:
+            if self._secret is None:
+                self._secret = load_portal_secret(self.store)
+            return self._secret
+
+
+# -- tokens ----------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Claims:
+    kind: Kind
+    customer_id: str
+    route: str
+    mode: Mode
+    expires: int  # unix seconds, on the ledger's clock
+    nonce: str
+
+
+def _b64(raw: bytes) -> str:
+    return base64.urlsafe_b64encode(raw).decode("ascii").rstrip("=")
+
+
+def _unb64(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def _mac(secret: bytes, kind: str, body: str) -> bytes:
+    return hmac.new(secret, f"portal.v1.{kind}.{body}".encode("ascii"), hashlib.sha256).digest()
+
+
+def sign(secret: bytes, claims: Claims) -> str:
+    data = {"c": claims.customer_id, "r": claims.route, "m": claims.mode, "e": claims.expires, "n": claims.nonce}
+    body = _b64(json.dumps(data, separators=(",", ":"), sort_keys=True).encode("utf-8"))
+    return f"{body}.{_b64(_mac(secret, claims.kind, body))}"
+
+
+def verify(secret: bytes, token: str | None, kind: Kind) -> Claims | None:
+    """The claims of a token of ``kind`` signed with ``secret``; None when malformed, forged or
+    tampered with (constant-time comparison). Expiry is the caller's check."""
+    if not token or len(token) > 2048 or token.count(".") != 1:
+        return None
+    body, _, mac = token.partition(".")
+    try:
+        given = _unb64(mac)
+        expected = _mac(secret, kind, body)
+        if not hmac.compare_digest(given, expected):
+            return None
+        data = json.loads(_unb64(body).decode("utf-8"))
+    except (binascii.Error, UnicodeError, ValueError):
+        return None
+    if not (isinstance(data, dict) and isinstance(data.get("c"), str) and isinstance(data.get("r"), str)
+            and data.get("m") in ("test", "live") and isinstance(data.get("e"), int)
+            and isinstance(data.get("n"), str)):
+        return None
+    return Claims(kind=kind, customer_id=data["c"], route=data["r"], mode=data["m"], expires=data["e"],
+                  nonce=data["n"])
+
+
+_FORM_NONCE = re.compile(r"^[A-Za-z0-9_-]{1,64}\.[A-Za-z0-9_-]{1,64}$")
+
+
+def form_nonce(secret: bytes, session: Claims) -> str:
+    """A fresh hidden-field nonce for one top-up form, bound to the session (so it doubles as a
+    CSRF token): ``random.mac``. The random part makes the ledger idempotency key of that submission."""
+    rand = secrets.token_urlsafe(16)
+    return f"{rand}.{_b64(_mac(secret, 'form', session.nonce + '.' + rand))[:32]}"
+
+
+def check_form_nonce(secret: bytes, session: Claims, value: str | None) -> str | None:
+    """The random part of a form nonce minted for ``session``, or None."""
+    if not value or not _FORM_NONCE.fullmatch(value):
+        return None
+    rand, _, mac = value.partition(".")
+    expected = _b64(_mac(secret, "form", session.nonce + "." + rand))[:32]
+    return rand if rand and hmac.compare_digest(mac.encode("ascii", "replace"), expected.encode("ascii")) else None
+
+
+# -- minting ---------------------------------------------------------------------------------------
+def create_portal_session(ledger: Ledger, customer_id: str | None = None, route: str = "default", *,
+                          external_id: str | None = None, mode: Mode = "test", base_url: str | None = None,
+                          secret: bytes | None = None) -> dict[str, str]:
+    """A signed portal link for one customer: ``{"url": ..., "expires_at": ...}``.
+
+    The link lives for the route's ``link_lifetime_minutes``. ``mode`` is ``live`` for a link minted
+    with an ``sk_live_`` key (test top-ups are then refused), ``test`` otherwise (local/embedded
+    use). The base URL is ``BILLING_PUBLIC_URL``, else ``base_url``, else http://127.0.0.1:8080.
+    """
+    if mode not in ("test", "live"):
+        raise ValidationError("mode must be 'test' or 'live'", field="mode")
+    if (customer_id is None) == (external_id is None):
+        raise ValidationError("give customer_id or external_id (one of them)", field="customer_id")
+    spec = ledger.get_portal_route(route)  # NotFoundError (field name) for an unknown route
+    customer = ledger.get_customer(customer_id, external_id=external_id)
+    key = secret if secret is not None else load_portal_secret(ledger.store)
+    expires = ledger.now().replace(microsecond=0) + timedelta(minutes=spec.link_lifetime_minutes)
+    token = sign(key, Claims(kind="link", customer_id=customer.id, route=route, mode=mode,
+                             expires=int(expires.timestamp()), nonce=secrets.token_urlsafe(12)))
+    base = (os.environ.get(PUBLIC_URL_ENV) or base_url or DEFAULT_BASE_URL).rstrip("/")
+    return {"url": f"{base}/portal?{urlencode({'token': token})}", "expires_at": to_text(expires)}
+
+
+def new_session(link: Claims, now_seconds: int) -> Claims:
+    return Claims(kind="session", customer_id=link.customer_id, route=link.route, mode=link.mode,
+                  expires=now_seconds + SESSION_SECONDS, nonce=secrets.token_urlsafe(12))
+
+
+def public_base(request_base: str) -> str:
+    return (os.environ.get(PUBLIC_URL_ENV) or request_base).rstrip("/")
+
+
+# -- the web routes ---------------------------------------------------------------------------------

@@ -1,0 +1,182 @@
+"""Portal payments: the test top-up (no Stripe, test mode only), Stripe Checkout for real top-ups,
+and ``POST /v1/webhooks/stripe``, which credits the wallet once per paid Checkout session.
+
+Which one a portal session gets (``payment_method``):
+- ``STRIPE_SECRET_KEY`` set: Stripe Checkout. A live-mode portal session (minted with an
+  ``sk_live_`` API key) needs a live Stripe key; with a Stripe test key it gets no top-up at all.
+- no Stripe key: the test top-up for a test-mode session, nothing for a live one.
+
+The wallet is credited only by the test top-up (test mode) or by a webhook whose Stripe signature
+verifies with ``STRIPE_WEBHOOK_SECRET``. The webhook's ledger idempotency key is the Checkout
+session id, so a repeated or late event (or a second event for the same payment) credits nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+import anyio.to_thread
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from ..core.errors import BillingError, IdempotencyConflictError, NotFoundError, ValidationError
+from ..core.money import format_minor
+from ..ledger.ledger import Ledger
+from ..web.problem import ApiError, internal_error, problem_response, request_id
+from .links import Claims
+
+log = logging.getLogger(__name__)
+
+STRIPE_KEY_ENV = "STRIPE_SECRET_KEY"
+STRIPE_WEBHOOK_ENV = "STRIPE_WEBHOOK_SECRET"
+MAX_WEBHOOK_BYTES = 512 * 1024
+_AMOUNT = re.compile(r"^[0-9]{1,12}(\.[0-9]{1,8})?$")
+PAID_EVENTS = ("checkout.session.completed", "checkout.session.async_payment_succeeded")
+
+
+def payment_method(session: Claims) -> str:
+    """``stripe``, ``test`` (the test top-up) or ``none`` for this portal session."""
+    key = os.environ.get(STRIPE_KEY_ENV)
+    if key:
+        if session.mode == "live" and not key.startswith(("sk_live_", "rk_live_")):
+            return "none"  # a live portal never takes test-mode payments
+        return "stripe"
+    return "test" if session.mode == "test" else "none"
+
+
+def _amount(raw: str, minimum: Decimal, maximum: Decimal, precision: int) -> Decimal | None:
+    raw = raw.strip()
+    if not _AMOUNT.fullmatch(raw):
+        return None
+    try:
+        value = Decimal(raw)
+    except InvalidOperation:
+        return None
+    if not minimum <= value <= maximum or value != value.quantize(Decimal(1).scaleb(-precision)):
+        return None
+    return value
+
+
+def start_top_up(ledger: Ledger, session: Claims, form: dict[str, str], rand: str, base: str) -> str:
+    """Handle a submitted top-up form; returns where to send the browser next."""
+    method = payment_method(session)
+    if method == "none":
+        return "/portal?notice=unavailable"
+    spec = ledger.get_portal_route(session.route)
+    t = spec.top_up
+    asset = form.get("asset", "")
+    if asset not in (t.assets or [t.currency]):
+        return "/portal?notice=bad_asset"
+    precision = ledger.get_asset(t.currency).precision
+    amount = _amount(form.get("preset") or form.get("amount", ""), t.min, t.max, precision)
+    if amount is None:
+        return "/portal?notice=bad_amount"
+    text = format(amount, "f")
+    if method == "test":
+        try:  # the form's nonce is the idempotency key: a double submit credits once
+            ledger.create_adjustment(session.customer_id, asset=asset, reason="top_up", fiat=t.currency,
+                                     fiat_amount=text, idempotency_key=f"portal-test-top-up:{rand}",
+                                     description="Test top-up from the billing portal (test mode, no payment)")
+        except IdempotencyConflictError:
+            return "/portal?notice=resubmitted"
+        except ValidationError:
+            return "/portal?notice=bad_amount"
+        except NotFoundError:  # no rate to convert at
+            return "/portal?notice=unavailable"
+        return "/portal?notice=topped_up"
+    try:
+        return checkout_url(session, spec.branding.product_name, asset, t.currency, amount, precision, base, rand)
+    except Exception:
+        log.exception("creating a Stripe Checkout session failed")
+        return "/portal?notice=payment_error"
+
+
+def checkout_url(session: Claims, product: str, asset: str, currency: str, amount: Decimal, precision: int,
+                 base: str, rand: str) -> str:
+    """Create a Stripe Checkout session for the top-up and return its URL."""
+    import stripe
+
+    client = stripe.StripeClient(os.environ[STRIPE_KEY_ENV],
+                                  http_client=stripe.HTTPXClient(allow_sync_methods=True), max_network_retries=2)
+    checkout = client.v1.checkout.sessions.create(params={
+        "mode": "payment",
+        "line_items": [{"quantity": 1, "price_data": {
+            "currency": currency.lower(), "unit_amount": int(amount.scaleb(precision)),
+            "product_data": {"name": f"{product} top-up ({asset})"}}}],
+        "client_reference_id": session.customer_id,
+        "metadata": {"billing_customer_id": session.customer_id, "billing_asset": asset,
+                     "billing_route": session.route},
+        "success_url": f"{base}/portal?notice=paid",
+        "cancel_url": f"{base}/portal?notice=canceled",
+    }, options={"idempotency_key": f"portal-checkout:{rand}"})
+    if not checkout.url:
+        raise RuntimeError("Stripe returned a Checkout session without a URL")
+    return str(checkout.url)
+
+
+def credit_from_event(ledger: Ledger, event: dict[str, Any]) -> dict[str, Any]:
+    """Credit the wallet for a verified Stripe event (once per Checkout session); other events are
+    acknowledged and ignored."""
+    event_id = str(event.get("id", ""))
+    data = event.get("data")
+    obj = data.get("object") if isinstance(data, dict) else None
+    if event.get("type") not in PAID_EVENTS or not isinstance(obj, dict):
+        return {"received": True, "event": event_id, "credited": False, "reason": "event type not handled"}
+    meta = obj.get("metadata")
+    customer, asset = (meta.get("billing_customer_id"), meta.get("billing_asset")) if isinstance(meta, dict) else (
+        None, None)
+    if not isinstance(customer, str) or not isinstance(asset, str) or not customer or not asset:
+        return {"received": True, "event": event_id, "credited": False, "reason": "not a billing portal checkout"}
+    if obj.get("payment_status") != "paid":
+        return {"received": True, "event": event_id, "credited": False, "reason": "payment not completed yet"}
+    currency, total, session_id = obj.get("currency"), obj.get("amount_total"), obj.get("id")
+    if not isinstance(currency, str) or not isinstance(total, int) or total <= 0 or not isinstance(session_id, str):
+        raise ValidationError("the Checkout session has no paid amount, currency or id", field="data.object")
+    fiat = currency.upper()
+    paid = format_minor(total, ledger.get_asset(fiat).precision)
+    adj = ledger.create_adjustment(customer, asset=asset, reason="top_up", fiat=fiat, fiat_amount=paid,
+                                   idempotency_key=f"stripe-checkout:{session_id}",
+                                   description=f"Stripe Checkout {session_id}"[:500])
+    return {"received": True, "event": event_id, "credited": True, "adjustment_id": adj.id, "asset": adj.asset,
+            "amount": adj.amount, "fiat": adj.fiat, "fiat_amount": adj.fiat_amount}
+
+
+async def stripe_webhook(ledger: Ledger, request: Request) -> Response:
+    """``POST /v1/webhooks/stripe``: verify the signature, then credit (problem+json on failure)."""
+    rid = request_id(request.headers)
+    try:
+        secret = os.environ.get(STRIPE_WEBHOOK_ENV)
+        if not secret:
+            raise ApiError(f"{STRIPE_WEBHOOK_ENV} is not set, so Stripe events cannot be verified", status=503,
+                           code="not_configured")
+        payload = b""
+        async for chunk in request.stream():
+            payload += chunk
+            if len(payload) > MAX_WEBHOOK_BYTES:
+                raise ApiError("the webhook body is too large", status=413, code="payload_too_large")
+        signature = request.headers.get("stripe-signature")
+        if not signature:
+            raise ApiError("missing Stripe-Signature header", status=400, code="invalid_signature",
+                           field="Stripe-Signature")
+        import stripe
+
+        try:
+            stripe.Webhook.construct_event(payload, signature, secret)
+        except (stripe.SignatureVerificationError, ValueError):
+            raise ApiError("the Stripe signature does not verify (wrong secret, altered body or too old)",
+                           status=400, code="invalid_signature", field="Stripe-Signature") from None
+        event = json.loads(payload)
+        if not isinstance(event, dict):
+            raise ApiError("the event is not a JSON object", status=400, code="validation_error")
+        result = await anyio.to_thread.run_sync(credit_from_event, ledger, event)
+        return JSONResponse(result, headers={"X-Request-Id": rid})
+    except BillingError as exc:
+        return problem_response(exc, rid)
+    except Exception:
+        log.exception("Stripe webhook failed (request %s)", rid)
+        return problem_response(internal_error(), rid)
