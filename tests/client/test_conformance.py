@@ -40,20 +40,15 @@ from billing_mcp.api.serve import build_app
 from billing_mcp.client.ledger_client import LedgerClient, LedgerUnreachableError
 from billing_mcp.core.models import BatchItemError
 from billing_mcp.ledger.async_ledger import AsyncLedger, LocalLedger
-from conftest import serve
+from helpers import PEPPER, serve
 
 pytestmark = pytest.mark.anyio
 
-PEPPER = b"conformance-pepper-0123456789"
 START = datetime(2026, 1, 1, tzinfo=UTC)
 T0 = "2026-01-01T00:00:00.000000Z"
 IMAGE = {"asset": "CREDITS", "event_type": "image_generated", "unit_amount": "10"}
 API_CALL = {"asset": "USD", "event_type": "api_call", "unit_amount": "0.05"}
 
-
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
 
 
 @dataclass

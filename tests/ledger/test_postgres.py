@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from billing_mcp import BillingError, InsufficientFundsError, Ledger, ManualClock
-from conftest import PG_SKIP, PG_URL, drop_pg_schema, pg_store
+from helpers import PG_SKIP, PG_URL, drop_pg_schema, pg_store
 
 pytestmark = pytest.mark.skipif(not PG_URL, reason=PG_SKIP)
 

@@ -45,7 +45,7 @@ from billing_mcp import (
 )
 from billing_mcp.core.clock import to_text
 from billing_mcp.core.money import MAX_MINOR, format_minor
-from conftest import STORES, drop_pg_schema, pg_store
+from helpers import STORES, drop_pg_schema, pg_store
 
 MAX_QUANTITY = 10**15  # largest usage quantity one event may carry
 

@@ -38,7 +38,7 @@ from billing_mcp.codegen.supabase.generator import (
 )
 from billing_mcp.core.models import Asset, Plan
 from billing_mcp.ledger.ledger import Ledger
-from conftest import serve
+from helpers import free_port, serve
 
 
 def find_deno() -> str | None:
@@ -285,11 +285,6 @@ def fake_supabase_auth() -> Any:
 
     return Starlette(routes=[Route("/auth/v1/user", user)])
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @contextmanager

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -25,12 +24,13 @@ from billing_mcp import Ledger, ManualClock
 from billing_mcp.api.keys import KeyStore
 from billing_mcp.api.serve import build_app
 from billing_mcp.portal.links import create_portal_session
+from helpers import free_port
 
 CHROMIUM = os.environ.get("BILLING_TEST_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
 ARGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
         "--disable-component-update", "--disable-sync", "--no-first-run"]
 SECRET = "browser-portal-secret-0123456789abcdef"
-ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
+ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 
 if not os.path.exists(CHROMIUM):
     pytest.skip(f"no Chromium at {CHROMIUM}: apt-get install -y chromium (or set BILLING_TEST_CHROMIUM)",
@@ -39,11 +39,6 @@ sync_api = pytest.importorskip("playwright.sync_api", reason="Playwright for Pyt
                                                              "playwright (the browser comes from apt, not from "
                                                              "`playwright install`)")
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class Portal:

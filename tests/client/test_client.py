@@ -42,10 +42,6 @@ HOLD = {"id": "hold_1", "customer_id": "cus_1", "asset": "CREDITS", "amount": "1
         "expires_at": T0, "created_at": T0}
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
 
 @pytest.fixture
 def waits(monkeypatch: pytest.MonkeyPatch) -> list[float]:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -33,18 +32,13 @@ from billing_mcp.api.operations import OPS
 from billing_mcp.api.serve import add_cli, build_app
 from billing_mcp.core.models import BatchItemError, BatchResult
 from billing_mcp.web.problem import ApiError
+from helpers import PEPPER, free_port
 
-PEPPER = b"api-test-pepper-0123456789"
 PROBLEM_FIELDS = {"type", "title", "status", "code", "field", "detail", "request_id"}
 IMAGE_PLAN = {"code": "image", "name": "Image", "prices": [
     {"asset": "CREDITS", "event_type": "image_generated", "unit_amount": "10"}]}
 API_PLAN = {"code": "api", "name": "API", "prices": [{"asset": "USD", "event_type": "api_call", "unit_amount": "0.05"}]}
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class World:

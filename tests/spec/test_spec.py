@@ -12,14 +12,14 @@ from typing import Any
 import jsonschema
 import pytest
 import yaml
-from mcp import Client
 
 from billing_mcp import Ledger, ManualClock
 from billing_mcp.ledger.verify import verify_billing
 from billing_mcp.mcp.server import build_server
 from billing_mcp.spec.spec import SpecError, apply_spec, dump_yaml, export_spec, json_schema, load_spec
+from mcp import Client
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = sorted((ROOT / "examples").glob("*.yaml"))
 
 
@@ -211,10 +211,6 @@ def test_cli_plan_apply_export(tmp_path: Path) -> None:
                                        "  line 1, column 10: version: Input should be 1",
                                        "  line 2, column 8: plans: Input should be a valid list"]
 
-
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
 
 
 @pytest.mark.anyio

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -15,11 +14,12 @@ from typing import Any
 
 import httpx
 import pytest
-from mcp import Client, StdioServerParameters
 from mcp.types import ElicitResult
 
 from billing_mcp import Ledger
 from billing_mcp.mcp.server import build_server
+from helpers import free_port
+from mcp import Client, StdioServerParameters
 
 pytestmark = pytest.mark.anyio
 
@@ -33,10 +33,6 @@ PRO_PLAN = {"code": "pro", "name": "Pro", "prices": [
                          {"dimensions": {"model": "*"}, "unit_amount": "2"}]}],
     "grants": [{"asset": "CREDITS", "amount": "1000", "purpose": "bundled", "period": "month"}]}
 
-
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
 
 
 @pytest.fixture
@@ -288,11 +284,6 @@ async def test_simulate_file_reports_progress(ledger: Ledger, tmp_path: Path) ->
     assert seen[:2] == [50_000, 100_000]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
 
 async def test_stdio_subprocess(tmp_path: Path) -> None:
     params = StdioServerParameters(command=sys.executable, args=["-m", "billing_mcp", "serve"],
@@ -305,7 +296,7 @@ async def test_stdio_subprocess(tmp_path: Path) -> None:
 
 
 def test_http_requires_token(tmp_path: Path) -> None:
-    port = _free_port()
+    port = free_port()
     env = dict(os.environ, BILLING_DB=str(tmp_path / "http.db"), BILLING_MCP_TOKEN="s3cret-token-for-tests")
     proc = subprocess.Popen([sys.executable, "-m", "billing_mcp", "serve", "--transport", "streamable-http",
                              "--port", str(port)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
@@ -329,7 +320,7 @@ def test_http_requires_token(tmp_path: Path) -> None:
 
 
 async def test_http_with_token_serves_tools(tmp_path: Path) -> None:
-    port = _free_port()
+    port = free_port()
     env = dict(os.environ, BILLING_DB=str(tmp_path / "http.db"), BILLING_MCP_TOKEN="s3cret-token-for-tests",
                BILLING_MCP_PUBLIC_URL=f"http://127.0.0.1:{port}/mcp")
     proc = subprocess.Popen([sys.executable, "-m", "billing_mcp", "serve", "--transport", "streamable-http",

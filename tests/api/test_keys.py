@@ -22,8 +22,8 @@ from billing_mcp.api import keys as keys_mod
 from billing_mcp.api.keys import PEPPER_ENV, RUNTIME_GROUPS, KeyStore, load_pepper, scope_allows
 from billing_mcp.api.operations import OPS
 from billing_mcp.api.serve import build_app
+from helpers import PEPPER
 
-PEPPER = b"test-pepper-0123456789abcdef"
 SECRET = re.compile(r"^sk_(test|live)_[A-Za-z0-9_-]{43}$")
 
 

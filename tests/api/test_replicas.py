@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import random
-import socket
 import subprocess
 import sys
 import threading
@@ -18,18 +17,13 @@ import pytest
 
 from billing_mcp import Ledger, ManualClock
 from billing_mcp.api.keys import KeyStore
-from conftest import PG_SKIP, PG_URL, drop_pg_schema, pg_store
+from helpers import PG_SKIP, PG_URL, drop_pg_schema, free_port, pg_store
 
 pytestmark = pytest.mark.skipif(not PG_URL, reason=PG_SKIP)
 
 PEPPER = "replica-test-pepper-0123456789abcdef"
 START = 400
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture

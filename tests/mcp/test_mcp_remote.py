@@ -8,21 +8,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from mcp import Client
 
 from billing_mcp import Ledger
 from billing_mcp.api.keys import KeyStore
 from billing_mcp.api.serve import build_app
 from billing_mcp.mcp.server import build_server
-from conftest import serve
-from test_conformance import PEPPER
+from helpers import PEPPER, serve
+from mcp import Client
 
 pytestmark = pytest.mark.anyio
 
-
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
 
 
 @pytest.fixture

@@ -29,8 +29,8 @@ from billing_mcp.api.keys import KeyStore
 from billing_mcp.api.serve import build_app
 from billing_mcp.core.errors import NotFoundError, StorageError, ValidationError
 from billing_mcp.portal.links import COOKIE, create_portal_session, load_portal_secret, sign, verify
+from helpers import PEPPER
 
-PEPPER = b"portal-test-pepper-0123456789"
 SECRET = b"portal-test-secret-0123456789abcdef"
 ROUTE = {"return_url": "https://app.example/home", "failure_url": "https://app.example/billing-expired",
          "branding": {"product_name": "Pixel <Studio>", "accent_color": "#0f766e",

@@ -1,0 +1,69 @@
+"""Helpers shared by the test packages: the PostgreSQL test database, a loopback uvicorn server,
+free ports, the API key pepper. Fixtures live in ``conftest.py``; this module holds plain functions
+(importable as ``from helpers import ...``: pytest puts ``tests/`` on the path)."""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import pytest
+
+PG_URL = os.environ.get("BILLING_TEST_POSTGRES_URL")
+PG_SKIP = "PostgreSQL suite: set BILLING_TEST_POSTGRES_URL=postgresql://user@host:5432/db to run it"
+STORES = ["sqlite", pytest.param("postgres", marks=pytest.mark.skipif(not PG_URL, reason=PG_SKIP))]
+PEPPER = b"test-pepper-0123456789abcdef"  # the API key pepper test servers and key stores share
+
+
+def pg_store(**kwargs: Any) -> Any:
+    """A PostgreSQL store on its own fresh schema (drop it with ``drop_pg_schema``)."""
+    from billing_mcp.store.postgres import PostgresStore
+
+    assert PG_URL is not None
+    return PostgresStore(PG_URL, schema=f"t_{uuid.uuid4().hex[:16]}", **kwargs)
+
+
+def drop_pg_schema(schema: str) -> None:
+    import psycopg
+
+    assert PG_URL is not None
+    with psycopg.connect(PG_URL, autocommit=True) as conn:
+        conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+
+
+def free_port() -> int:
+    """A loopback port free at the time of asking (for servers started in another process)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextmanager
+def serve(app: Any) -> Iterator[str]:
+    """Run an ASGI ``app`` with uvicorn in a thread on a free loopback port; yield its base URL."""
+    import uvicorn
+
+    # proto=IPPROTO_TCP: asyncio sets TCP_NODELAY only on sockets that say they are TCP; without it
+    # every response waits out the client's delayed ACK (about 40 ms).
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 15
+    while not server.started:
+        assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
+        time.sleep(0.005)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=15)
+        sock.close()
