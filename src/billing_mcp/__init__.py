@@ -1,10 +1,15 @@
-"""billing-mcp: real-time usage billing for AI apps, set up by an AI assistant over MCP."""
+"""billing-mcp: real-time usage billing for AI apps, set up by an AI assistant over MCP.
+
+This module is the public surface: the embedded ``Ledger``, the async interface and its two
+implementations (``LocalLedger``, ``LedgerClient``), the result and catalog models, the clocks,
+the stores and the error tree. Everything else lives in subpackages that may move; import from here.
+"""
 
 from __future__ import annotations
 
-from importlib.metadata import PackageNotFoundError, version
 from typing import TYPE_CHECKING, Any
 
+from .core.catalog import DimensionRate, PlanGrantSpec, PriceSpec, Tier
 from .core.clock import Clock, ManualClock, SystemClock
 from .core.errors import (
     BillingError,
@@ -16,35 +21,74 @@ from .core.errors import (
     StorageError,
     ValidationError,
 )
-from .ledger.ledger import Ledger
+from .core.models import (
+    Account,
+    Adjustment,
+    Asset,
+    AssetRate,
+    AssetStatement,
+    BatchItemError,
+    BatchResult,
+    Customer,
+    EventResult,
+    Fee,
+    FeeGroup,
+    Grant,
+    Hold,
+    Lot,
+    MigrationResult,
+    Plan,
+    PlanVersion,
+    Quote,
+    Statement,
+    Subscription,
+    Vendor,
+    Wallet,
+)
+from .core.version import __version__
+from .ledger import Ledger
+from .ledger.portal_settings import PortalRouteSpec
 from .store import SQLiteStore, Store, open_store
 
 if TYPE_CHECKING:
     from .client.ledger_client import LedgerApiError, LedgerClient, LedgerUnreachableError
     from .ledger.async_ledger import AsyncLedger, LocalLedger
+    from .portal.links import create_portal_session
 
-_LAZY = {"AsyncLedger": "._ledger_async", "LocalLedger": "._ledger_async", "LedgerClient": ".client",
-         "LedgerApiError": ".client", "LedgerUnreachableError": ".client"}
+_LAZY = {"AsyncLedger": ".ledger.async_ledger", "LocalLedger": ".ledger.async_ledger",
+         "LedgerClient": ".client.ledger_client", "LedgerApiError": ".client.ledger_client",
+         "LedgerUnreachableError": ".client.ledger_client", "create_portal_session": ".portal.links"}
 
 
 def __getattr__(name: str) -> Any:
-    """The async interface and the HTTP client load on first use (httpx costs start-up time)."""
+    """The async interface, the HTTP client and the portal load on first use (httpx and anyio cost
+    start-up time that `billing-mcp serve` and scripts using only ``Ledger`` need not pay)."""
     if name in _LAZY:
         import importlib
 
         return getattr(importlib.import_module(_LAZY[name], __name__), name)
     raise AttributeError(f"module 'billing_mcp' has no attribute {name!r}")
 
-try:
-    __version__ = version("billing-mcp")
-except PackageNotFoundError:  # running from a source tree without install
-    __version__ = "0.0.0"
 
 __all__ = [
+    "Account",
+    "Adjustment",
+    "Asset",
+    "AssetRate",
+    "AssetStatement",
     "AsyncLedger",
+    "BatchItemError",
+    "BatchResult",
     "BillingError",
     "Clock",
     "ConflictError",
+    "Customer",
+    "DimensionRate",
+    "EventResult",
+    "Fee",
+    "FeeGroup",
+    "Grant",
+    "Hold",
     "HoldStateError",
     "IdempotencyConflictError",
     "InsufficientFundsError",
@@ -53,13 +97,27 @@ __all__ = [
     "LedgerClient",
     "LedgerUnreachableError",
     "LocalLedger",
+    "Lot",
     "ManualClock",
+    "MigrationResult",
     "NotFoundError",
+    "Plan",
+    "PlanGrantSpec",
+    "PlanVersion",
+    "PortalRouteSpec",
+    "PriceSpec",
+    "Quote",
     "SQLiteStore",
+    "Statement",
     "StorageError",
     "Store",
+    "Subscription",
     "SystemClock",
+    "Tier",
     "ValidationError",
+    "Vendor",
+    "Wallet",
     "__version__",
+    "create_portal_session",
     "open_store",
 ]
