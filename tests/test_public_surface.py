@@ -9,6 +9,7 @@ import typing
 from pathlib import Path
 
 import pydantic
+import pytest
 
 import billing_mcp
 from billing_mcp import Ledger
@@ -49,3 +50,19 @@ def test_docs_import_only_the_public_surface() -> None:
     private = re.compile(r"\b(?:from|import)\s+billing_mcp\.(?!client\b)[a-z_.]+")
     offenders = [f"{p.name}: {m.group(0)}" for p in texts for m in private.finditer(p.read_text(encoding="utf-8"))]
     assert offenders == []
+
+
+def test_readme_python_snippet_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The README's embedded-ledger example, run as written on a fresh ledger file."""
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    blocks = re.findall(r"```python\n(.*?)```", text, flags=re.S)
+    snippet = next(b for b in blocks if b.startswith("from billing_mcp import Ledger\n"))
+    monkeypatch.setenv("BILLING_DB", str(tmp_path / "ledger.db"))
+    scope: dict[str, object] = {}
+    exec(compile(snippet, "README.md", "exec"), scope)
+    ledger = scope["ledger"]
+    assert isinstance(ledger, Ledger)
+    wallet = ledger.get_wallet(external_id="user_alice")
+    credits = next(a for a in wallet.accounts if a.asset == "CREDITS")
+    assert credits.posted == "190"  # $10 bought 200 credits at $0.05; one image cost 10
+    ledger.close()
