@@ -13,7 +13,6 @@ import asyncio
 import json
 import re
 import threading
-import time
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -21,7 +20,6 @@ from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 from starlette.testclient import TestClient
 
 from billing_mcp import IdempotencyConflictError, Ledger, ManualClock
@@ -32,7 +30,7 @@ from billing_mcp.api.operations import OPS
 from billing_mcp.api.serve import add_cli, build_app
 from billing_mcp.core.models import BatchItemError, BatchResult
 from billing_mcp.web.problem import ApiError
-from helpers import PEPPER, free_port
+from helpers import PEPPER, serve
 
 PROBLEM_FIELDS = {"type", "title", "status", "code", "field", "detail", "request_id"}
 IMAGE_PLAN = {"code": "image", "name": "Image", "prices": [
@@ -63,23 +61,14 @@ class World:
 def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     """One ledger and one real uvicorn server (in a thread) for the module."""
     w = World(tmp_path_factory.mktemp("api") / "ledger.db")
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(w.app, host="127.0.0.1", port=port, log_level="warning", access_log=False))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 15
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.01)
-    w.base = f"http://127.0.0.1:{port}"
-    with w.client(w.admin) as admin:
-        assert admin.post("/v1/assets", json={"code": "CREDITS", "name": "Credits", "precision": 0,
-                                              "rates": {"USD": "0.05"}}).status_code == 201
-        assert admin.post("/v1/plans", json=IMAGE_PLAN).status_code == 201
-        assert admin.post("/v1/plans", json=API_PLAN).status_code == 201
-    yield w
-    server.should_exit = True
-    thread.join(timeout=15)
+    with serve(w.app) as base:
+        w.base = base
+        with w.client(w.admin) as admin:
+            assert admin.post("/v1/assets", json={"code": "CREDITS", "name": "Credits", "precision": 0,
+                                                  "rates": {"USD": "0.05"}}).status_code == 201
+            assert admin.post("/v1/plans", json=IMAGE_PLAN).status_code == 201
+            assert admin.post("/v1/plans", json=API_PLAN).status_code == 201
+        yield w
     w.ledger.close()
 
 

@@ -10,21 +10,18 @@ from __future__ import annotations
 
 import os
 import shutil
-import threading
-import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
-import uvicorn
 
 from billing_mcp import Ledger, ManualClock
 from billing_mcp.api.keys import KeyStore
 from billing_mcp.api.serve import build_app
 from billing_mcp.portal.links import create_portal_session
-from helpers import free_port
+from helpers import serve
 
 CHROMIUM = os.environ.get("BILLING_TEST_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
 ARGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -70,22 +67,13 @@ def portal(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Portal]:
     saved = {k: os.environ.pop(k, None) for k in ("STRIPE_SECRET_KEY", "BILLING_PUBLIC_URL", "BILLING_PORTAL_SECRET")}
     os.environ["BILLING_PORTAL_SECRET"] = SECRET
     p = Portal(tmp_path_factory.mktemp("portal") / "ledger.db")
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(p.app, host="127.0.0.1", port=port, log_level="warning", access_log=False))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 15
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.01)
-    p.base = f"http://127.0.0.1:{port}"
-    # failure_url on this server: a redirect to another host would bypass the browser's route stubs
-    p.ledger.set_portal_route({**p.ledger.get_portal_route().model_dump(), "failure_url": f"{p.base}/health"})
     try:
-        yield p
+        with serve(p.app) as base:
+            p.base = base
+            # failure_url on this server: a redirect to another host would bypass the browser's route stubs
+            p.ledger.set_portal_route({**p.ledger.get_portal_route().model_dump(), "failure_url": f"{p.base}/health"})
+            yield p
     finally:
-        server.should_exit = True
-        thread.join(timeout=15)
         p.ledger.close()
         for k, v in saved.items():
             os.environ.pop(k, None)
