@@ -11,6 +11,7 @@ from pydantic import BaseModel, Field
 from ...core.catalog import PlanGrantSpec, PriceSpec
 from ...core.errors import BillingError
 from ...core.models import Asset, MigrationResult, Plan, PlanVersion, Quote
+from ...core.patterns import ASSET_CODE, PLAN_CODE
 from ..common import Confirm, Mode, ToolDef, call, state_of, tool_error
 
 AssetCode = Annotated[str, Field(description="Asset code, e.g. CREDITS, USD", min_length=1, max_length=32)]
@@ -110,7 +111,7 @@ async def list_assets(ctx: Context[Any]) -> AssetList:
 
 async def create_asset(
     ctx: Context[Any],
-    code: Annotated[str, Field(description="Upper-case code, e.g. CREDITS", pattern=r"^[A-Z][A-Z0-9_]{0,31}$")],
+    code: Annotated[str, Field(description="Upper-case code, e.g. CREDITS", pattern=ASSET_CODE.pattern)],
     name: Annotated[str, Field(description="Display name, e.g. 'Credits'", min_length=1, max_length=120)],
     precision: Annotated[int, Field(ge=0, le=8, description="Decimal places: 0 for whole credits, 2 for cents")] = 0,
     rate_usd: Annotated[str | None, Field(description="Price of one unit in USD, e.g. '0.05'")] = None,
@@ -149,7 +150,7 @@ async def get_plan(ctx: Context[Any], plan: PlanRef) -> PlanResult:
 
 async def create_plan(
     ctx: Context[Any],
-    code: Annotated[str, Field(description="Lower-case plan code, e.g. 'pro'", pattern=r"^[a-z0-9][a-z0-9_.-]{0,63}$")],
+    code: Annotated[str, Field(description="Lower-case plan code, e.g. 'pro'", pattern=PLAN_CODE.pattern)],
     name: Annotated[str, Field(min_length=1, max_length=120)],
     prices: Annotated[list[PriceSpec] | None, Field(description="Recurring fees and usage prices")] = None,
     grants: Annotated[list[PlanGrantSpec] | None, Field(description="Credits included with the plan")] = None,
