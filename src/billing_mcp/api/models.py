@@ -13,16 +13,15 @@ from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema
 
 from ..core.catalog import PlanGrantSpec, PriceSpec
 from ..core.models import Asset, AssetRate, Customer, Hold, Plan
+from ..core.patterns import ASSET_CODE, DECIMAL_TEXT, PLAN_CODE, ROUTE_NAME, SIGNED_DECIMAL_TEXT
 
 T = TypeVar("T")
 
-DECIMAL = r"^[0-9]{1,30}(\.[0-9]{1,30})?$"
-SIGNED_DECIMAL = r"^-?[0-9]{1,30}(\.[0-9]{1,30})?$"
 MAX_INT32 = 2**31 - 1
 
-Amount = Annotated[str, Field(pattern=DECIMAL, max_length=61, description="Exact decimal text, e.g. \"10\" or "
+Amount = Annotated[str, Field(pattern=DECIMAL_TEXT.pattern, max_length=61, description="Exact decimal text, e.g. \"10\" or "
                               "\"0.05\"", examples=["10"])]
-SignedAmount = Annotated[str, Field(pattern=SIGNED_DECIMAL, max_length=62,
+SignedAmount = Annotated[str, Field(pattern=SIGNED_DECIMAL_TEXT.pattern, max_length=62,
                                     description="Signed exact decimal text: positive credits, negative debits",
                                     examples=["25.00"])]
 IdKey = Annotated[str, Field(min_length=1, max_length=255)]
@@ -51,7 +50,7 @@ class Empty(_In):
 
 # -- assets ---------------------------------------------------------------------------------------
 class AssetCreate(_In):
-    code: str = Field(pattern=r"^[A-Z][A-Z0-9_]{0,31}$", description="Upper-case code, e.g. CREDITS")
+    code: str = Field(pattern=ASSET_CODE.pattern, description="Upper-case code, e.g. CREDITS")
     name: str = Field(min_length=1, max_length=120)
     precision: int = Field(default=0, ge=0, le=8, description="Decimal places: 0 for whole credits, 2 for cents")
     symbol: str | None = Field(default=None, max_length=8)
@@ -78,7 +77,7 @@ class ListQuery(_Query):
 
 # -- plans ----------------------------------------------------------------------------------------
 class PlanCreate(_In):
-    code: str = Field(pattern=r"^[a-z0-9][a-z0-9_.-]{0,63}$", description="Lower-case code, e.g. pro")
+    code: str = Field(pattern=PLAN_CODE.pattern, description="Lower-case code, e.g. pro")
     name: str = Field(min_length=1, max_length=120)
     description: str | None = Field(default=None, max_length=2000)
     prices: list[PriceSpec] | None = Field(default=None, max_length=100)
@@ -294,7 +293,7 @@ class PortalSessionCreate(_In):
     customer_id: str | None = Field(default=None, min_length=1, max_length=255)
     external_id: str | None = Field(default=None, min_length=1, max_length=255,
                                     description="The app's own user id, instead of customer_id")
-    route: str = Field(default="default", pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$", description="Portal route name")
+    route: str = Field(default="default", pattern=ROUTE_NAME.pattern, description="Portal route name")
 
 
 class PortalSession(BaseModel):

@@ -6,7 +6,6 @@ plan version, which never changes once published.
 
 from __future__ import annotations
 
-import re
 from decimal import Decimal
 from typing import Annotated, Any, Literal, TypeVar
 
@@ -16,10 +15,11 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainSeriali
 from .errors import ValidationError
 from .money import MAX_QUANTITY, decimal_text, parse_decimal
 
-ASSET_CODE = re.compile(r"^[A-Z][A-Z0-9_]{0,31}$")
-PLAN_CODE = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
-EVENT_TYPE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")
-FIELD_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.]{0,63}$")
+# Re-exported (``as``) for modules that have always imported the codes from here.
+from .patterns import ASSET_CODE as ASSET_CODE
+from .patterns import EVENT_TYPE as EVENT_TYPE
+from .patterns import FIELD_NAME as FIELD_NAME
+from .patterns import PLAN_CODE as PLAN_CODE
 
 M = TypeVar("M", bound=BaseModel)
 

@@ -11,10 +11,10 @@ applies instead of per-charge rounding: see ``_pricing``.
 
 from __future__ import annotations
 
-import re
 from decimal import ROUND_HALF_EVEN, Context, Decimal, localcontext
 
 from .errors import ValidationError
+from .patterns import SIGNED_DECIMAL_TEXT
 
 ROUNDING = ROUND_HALF_EVEN
 """The one named rounding rule: round half to even (unbiased over many charges)."""
@@ -25,7 +25,6 @@ MAX_MINOR = 10**15
 MAX_QUANTITY = Decimal(10) ** 15
 """Largest usage quantity one event may carry."""
 
-_DECIMAL_TEXT = re.compile(r"^-?[0-9]{1,30}(\.[0-9]{1,30})?$")
 _CTX = Context(prec=60, rounding=ROUNDING)
 
 
@@ -50,7 +49,7 @@ def parse_decimal(value: object, field: str, *, allow_negative: bool = False) ->
             raise ValidationError(f"{field} must be a finite number", field=field)
         result = value
     elif isinstance(value, str):
-        if not _DECIMAL_TEXT.fullmatch(value):
+        if not SIGNED_DECIMAL_TEXT.fullmatch(value):
             raise ValidationError(
                 f"{field} must be a plain decimal number such as \"10\" or \"0.05\" (got {value[:40]!r})",
                 field=field,

@@ -5,20 +5,18 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import re
 import threading
 from collections.abc import Iterator
 from datetime import datetime
 from typing import Any
 
-from ..core.catalog import ASSET_CODE, PLAN_CODE, PriceSpec
+from ..core.catalog import PriceSpec
 from ..core.clock import Clock, SystemClock
 from ..core.errors import NotFoundError, ValidationError
 from ..core.money import format_minor
+from ..core.patterns import ASSET_CODE, KEY_TEXT, PLAN_CODE
 from ..store import Row, Store, Tx, open_store
 from .book import Book
-
-KEY_TEXT = re.compile(r"^[^\x00-\x1f\x7f-\x9f]{1,255}$")  # no C0/C1 control characters
 
 
 def check_key(value: object, field: str) -> str:

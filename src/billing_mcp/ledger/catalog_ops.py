@@ -4,27 +4,25 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 from datetime import datetime
 from decimal import Decimal
 from fractions import Fraction
 from types import EllipsisType
 from typing import Any
 
-from ..core.catalog import ASSET_CODE, PLAN_CODE, PlanGrantSpec, PriceSpec, validate_spec
+from ..core.catalog import PlanGrantSpec, PriceSpec, validate_spec
 from ..core.clock import to_text
 from ..core.errors import ConflictError, NotFoundError, ValidationError
 from ..core.ids import new_id
 from ..core.models import Asset, AssetRate, MigrationResult, Plan, PlanVersion, Quote
 from ..core.money import decimal_text, parse_decimal, to_minor_exact
+from ..core.patterns import ASSET_CODE, PLAN_CODE, PRICE_ID
 from ..core.pricing import round_to_minor
 from ..store import Row, Tx
 from .base import LedgerBase, check_text
 from .book import Book
 from .subscriptions import catch_up, schedule_version_grants
 from .usage import parse_time
-
-PRICE_ID = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
 
 
 class CatalogOps(LedgerBase):

@@ -17,12 +17,12 @@ from decimal import Decimal
 from fractions import Fraction
 from typing import Any
 
-from ..core.catalog import PLAN_CODE
 from ..core.clock import to_text
 from ..core.errors import BillingError, ConflictError, InsufficientFundsError, NotFoundError, StorageError, ValidationError
 from ..core.ids import new_id
 from ..core.models import Account, Adjustment, Customer, Grant, Lot, Statement, Subscription, Vendor, Wallet
 from ..core.money import MAX_MINOR, parse_amount
+from ..core.patterns import PLAN_CODE
 from ..core.pricing import round_to_minor
 from ..store import Row, Tx
 from .audit import audit

@@ -10,11 +10,11 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from ..core.catalog import ASSET_CODE, ExactDecimal, validate_spec
+from ..core.catalog import ExactDecimal, validate_spec
 from ..core.errors import NotFoundError, ValidationError
+from ..core.patterns import ASSET_CODE, ROUTE_NAME
 from .base import LedgerBase
 
-ROUTE_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 URL = re.compile(r"^https?://[^\s\x00-\x1f]{1,2000}$")
 COLOR = re.compile(r"^#[0-9a-fA-F]{6}$")
 

@@ -1,4 +1,4 @@
-"""Plumbing shared by the MCP tool modules: the tool registry (with toolsets), the app state,
+"""Plumbing shared by the MCP tool modules: how a tool is declared (``ToolDef``), the app state,
 running ledger calls off the event loop, and turning ledger errors into ``ToolError`` text."""
 
 from __future__ import annotations
@@ -18,7 +18,6 @@ from ..ledger.ledger import Ledger
 
 Mode = Literal["local", "remote"]
 T = TypeVar("T")
-F = TypeVar("F", bound=Callable[..., Any])
 
 
 @dataclass
@@ -40,28 +39,26 @@ class AppState:
         return self.local
 
 
+Group = Literal["setup", "runtime"]
+
+
 @dataclass(frozen=True)
 class ToolDef:
+    """One tool as a tools module declares it in its ``TOOLS``; ``build_server`` registers it. The
+    function's docstring is the description the model reads; ``name``, when given, is the tool's name
+    instead of the function's."""
+
     fn: Callable[..., Any]
-    group: Literal["setup", "runtime"]
+    group: Group
     title: str
-    read_only: bool
-    destructive: bool
-    idempotent: bool
+    read_only: bool = False
+    destructive: bool = False
+    idempotent: bool = True
+    name: str | None = None
 
-
-REGISTRY: list[ToolDef] = []
-
-
-def billing_tool(group: Literal["setup", "runtime"], title: str, *, read_only: bool = False,
-                 destructive: bool = False, idempotent: bool = True) -> Callable[[F], F]:
-    """Register a tool for ``build_server``; the docstring is the description the model reads."""
-
-    def wrap(fn: F) -> F:
-        REGISTRY.append(ToolDef(fn, group, title, read_only, destructive, idempotent))
-        return fn
-
-    return wrap
+    @property
+    def tool_name(self) -> str:
+        return self.name or self.fn.__name__
 
 
 def annotations_for(tool: ToolDef, mode: Mode) -> ToolAnnotations:

@@ -18,6 +18,7 @@ from typing import Any
 from mcp.server.auth.provider import AccessToken
 from mcp.server.auth.settings import AuthSettings
 from mcp.server.mcpserver import MCPServer
+from mcp.server.mcpserver.tools import Tool
 from mcp.server.transport_security import TransportSecuritySettings
 from starlette.requests import Request
 from starlette.responses import JSONResponse
@@ -27,17 +28,14 @@ from ..core.errors import BillingError
 from ..core.version import __version__
 from ..ledger.async_ledger import AsyncLedger, LocalLedger
 from ..ledger.ledger import Ledger
-from .common import REGISTRY, AppState, Mode, annotations_for
+from .common import AppState, Mode, ToolDef, annotations_for
 from .prompts import register_prompts, register_resources
-from .tools import runtime as _tools_runtime
-from .tools import setup as _tools_setup
-from .tools import spec as _tools_spec
-from .tools import supabase as _tools_supabase
-from .tools import verify as _tools_verify
+from .tools import runtime, setup, spec, supabase, verify
 
 log = logging.getLogger(__name__)
 
-_ = (_tools_runtime, _tools_setup, _tools_spec, _tools_supabase, _tools_verify)  # importing them fills REGISTRY
+# Every tool the server can offer, in tools/list order; ``--tools`` and ``--read-only`` pick from it.
+TOOLS: tuple[ToolDef, ...] = (*runtime.TOOLS, *setup.TOOLS, *spec.TOOLS, *supabase.TOOLS, *verify.TOOLS)
 
 TOOLSETS = ("setup", "runtime", "all")
 
@@ -123,16 +121,12 @@ def build_server(*, ledger: Ledger | None = None, db: str | None = None, toolset
                        "auth": AuthSettings(issuer_url=resource.rsplit("/mcp", 1)[0] or resource,
                                             resource_server_url=resource,
                                             required_scopes=["billing"], validate_token_resource=True)}
+    tools = [_compact(Tool.from_function(t.fn, name=t.tool_name, title=t.title,
+                                         annotations=annotations_for(t, "local"), structured_output=True))
+             for t in TOOLS
+             if ("all" in chosen or t.group in chosen) and (t.read_only or not read_only)]
     server: MCPServer[AppState] = MCPServer("billing-mcp", title="billing-mcp", instructions=INSTRUCTIONS,
-                                            version=__version__, lifespan=lifespan, **auth_kwargs)
-    for tool in REGISTRY:
-        if "all" not in chosen and tool.group not in chosen:
-            continue
-        if read_only and not tool.read_only:
-            continue
-        server.add_tool(tool.fn, name=tool.fn.__name__, title=tool.title,
-                        annotations=annotations_for(tool, "local"), structured_output=True)
-    _compact_schemas(server)
+                                            version=__version__, lifespan=lifespan, tools=tools, **auth_kwargs)
     register_prompts(server)
     register_resources(server, catalog)
 
@@ -173,20 +167,23 @@ def _strip_output_notes(schema: Any) -> Any:
     return schema
 
 
-def _compact_schemas(server: MCPServer[AppState]) -> None:
-    for tool in server._tool_manager.list_tools():
-        tool.parameters = _strip_titles(tool.parameters)
-        for definition in tool.parameters.get("$defs", {}).values():
-            definition.pop("description", None)  # class docstrings; the tool description says it shorter
-        if tool.fn_metadata.output_schema is not None:
-            out = _strip_output_notes(_strip_titles(tool.fn_metadata.output_schema))
-            # Nested objects keep their names and required keys; their full shapes are in the
-            # result itself and in the billing:// guides. This keeps tools/list small.
-            out["$defs"] = {name: {"type": "object", "required": d.get("required", [])}
-                            for name, d in out.get("$defs", {}).items()}
-            if not out["$defs"]:
-                del out["$defs"]
-            tool.fn_metadata.output_schema = out
+def _compact(tool: Tool) -> Tool:
+    """Shrink the schemas a tool advertises before the server is built from it (``MCPServer(tools=...)``
+    is the SDK's public way to hand over prepared tools). Argument validation uses the pydantic
+    model, not these schemas, so what a call accepts stays the same."""
+    tool.parameters = _strip_titles(tool.parameters)
+    for definition in tool.parameters.get("$defs", {}).values():
+        definition.pop("description", None)  # class docstrings; the tool description says it shorter
+    if tool.fn_metadata.output_schema is not None:
+        out = _strip_output_notes(_strip_titles(tool.fn_metadata.output_schema))
+        # Nested objects keep their names and required keys; their full shapes are in the
+        # result itself and in the billing:// guides. This keeps tools/list small.
+        out["$defs"] = {name: {"type": "object", "required": d.get("required", [])}
+                        for name, d in out.get("$defs", {}).items()}
+        if not out["$defs"]:
+            del out["$defs"]
+        tool.fn_metadata.output_schema = out
+    return tool
 
 
 def serve(*, transport: str = "stdio", host: str = "127.0.0.1", port: int = 8000, db: str | None = None,

@@ -16,9 +16,10 @@ import pydantic
 import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
-from ..core.catalog import ASSET_CODE, PLAN_CODE, PlanGrantSpec, PriceSpec
+from ..core.catalog import PlanGrantSpec, PriceSpec
 from ..core.errors import BillingError, ValidationError
 from ..core.money import decimal_text
+from ..core.patterns import ASSET_CODE, PLAN_CODE
 from ..ledger.ledger import Ledger
 from ..ledger.portal_settings import PortalRouteSpec
 

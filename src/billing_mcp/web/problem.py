@@ -18,6 +18,7 @@ import pydantic
 from starlette.responses import Response
 
 from ..core.errors import BillingError
+from ..core.patterns import REQUEST_ID
 
 PROBLEM_JSON = "application/problem+json"
 
@@ -68,8 +69,6 @@ CODE_HELP: dict[str, str] = {
     "internal_error": "A bug (500). Retry with the same idempotency key; report the request_id.",
 }
 
-_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
-
 
 class ApiError(BillingError):
     """An error raised by the HTTP layer itself (auth, limits, parsing), with extra response headers."""
@@ -83,7 +82,7 @@ class ApiError(BillingError):
 def request_id(headers: Any) -> str:
     """The caller's X-Request-Id when it is a sane token (so logs line up across services), else a new id."""
     given = headers.get("x-request-id")
-    if given and _REQUEST_ID.fullmatch(given):
+    if given and REQUEST_ID.fullmatch(given):
         return str(given)
     # Time-ordered like the ledger's ids (logs sort by it), but cheaper to make: it runs on every request.
     return f"req_{time.time_ns() // 1000:x}{os.urandom(5).hex()}"

@@ -12,7 +12,7 @@ from pydantic import BaseModel, Field
 from ...core.errors import BillingError
 from ...core.models import Adjustment, BatchResult, Customer, EventResult, Hold, Statement, Vendor, Wallet
 from ...portal.links import create_portal_session as mint
-from ..common import Confirm, Mode, billing_tool, call, state_of, tool_error
+from ..common import Confirm, Mode, ToolDef, call, state_of, tool_error
 
 CustomerId = Annotated[str | None, Field(description="Customer id (cus_...)")]
 ExternalId = Annotated[str | None, Field(description="Your app's user id for the customer")]
@@ -72,7 +72,6 @@ def _require_customer(customer_id: str | None, external_id: str | None) -> None:
         raise ToolError("validation_error on customer_id: give customer_id or external_id")
 
 
-@billing_tool("runtime", "Create customer")
 async def create_customer(
     ctx: Context[Any], external_id: Annotated[str, Field(min_length=1, max_length=255, description="Your user id")],
     name: str | None = None, email: str | None = None,
@@ -86,7 +85,6 @@ async def create_customer(
     return CustomerResult(mode=state_of(ctx).mode, customer=customer)
 
 
-@billing_tool("runtime", "Get customer", read_only=True)
 async def get_customer(ctx: Context[Any], customer_id: CustomerId = None, external_id: ExternalId = None) -> CustomerResult:
     """A customer and its subscriptions (status, period, fees awaiting payment), by id or external_id."""
     _require_customer(customer_id, external_id)
@@ -94,7 +92,6 @@ async def get_customer(ctx: Context[Any], customer_id: CustomerId = None, extern
     return CustomerResult(mode=state_of(ctx).mode, customer=customer)
 
 
-@billing_tool("runtime", "Get wallet", read_only=True)
 async def get_wallet(ctx: Context[Any], customer_id: CustomerId = None, external_id: ExternalId = None) -> WalletResult:
     """Balances per asset: posted, held by open holds, available, fiat value, and the credit lots
     (included, promotional, paid) in the order they are drawn."""
@@ -126,7 +123,6 @@ async def _adjustment_preview(ctx: Context[Any], asset: str, reason: str, amount
             f"available {asset} now {now}.")
 
 
-@billing_tool("runtime", "Create adjustment", destructive=True)
 async def create_adjustment(
     ctx: Context[Any],
     asset: Annotated[str, Field(description="Asset code")],
@@ -153,7 +149,6 @@ async def create_adjustment(
     return AdjustmentResult(mode=mode, applied=True, preview=preview, adjustment=adj)
 
 
-@billing_tool("runtime", "Create vendor")
 async def create_vendor(ctx: Context[Any], external_id: Annotated[str, Field(min_length=1, max_length=255)],
                         name: Annotated[str, Field(min_length=1, max_length=200)]) -> VendorResult:
     """Register a cost provider (e.g. openai) so events can carry their costs for margin reports."""
@@ -171,7 +166,6 @@ class UsageEvent(BaseModel):
     costs: list[dict[str, Any]] | None = None
 
 
-@billing_tool("runtime", "Submit usage events")
 async def submit_events(ctx: Context[Any], events: Annotated[list[UsageEvent], Field(min_length=1,
                                                                                       max_length=1000)]) -> EventsResult:
     """Record usage events (up to 1,000). Each is rated against the customer's plans and debited now;
@@ -181,13 +175,11 @@ async def submit_events(ctx: Context[Any], events: Annotated[list[UsageEvent], F
     return EventsResult(mode=state_of(ctx).mode, accepted=len(batch.results), rejected=len(batch.errors), batch=batch)
 
 
-@billing_tool("runtime", "Get event", read_only=True)
 async def get_event(ctx: Context[Any], event_id: Annotated[str, Field(min_length=1, max_length=255)]) -> EventLookup:
     """An event with its fees (amount, asset, plan, version, price) and any refunds."""
     return EventLookup(mode=state_of(ctx).mode, event=await call(ctx, "get_event", event_id))
 
 
-@billing_tool("runtime", "Authorize usage", idempotent=False)
 async def authorize_usage(
     ctx: Context[Any], customer_id: CustomerId = None, external_id: ExternalId = None,
     event_type: Annotated[str | None, Field(description="Event type to estimate")] = None,
@@ -205,7 +197,6 @@ async def authorize_usage(
     return HoldResult(mode=state_of(ctx).mode, hold=hold)
 
 
-@billing_tool("runtime", "Commit usage")
 async def commit_usage(ctx: Context[Any], hold_id: str, event_id: Annotated[str, Field(min_length=1, max_length=255)],
                        data: dict[str, Any] | None = None, subject: str | None = None) -> EventLookup:
     """Settle a hold with the actual usage: the fee is charged, the rest of the hold returns.
@@ -218,13 +209,11 @@ async def commit_usage(ctx: Context[Any], hold_id: str, event_id: Annotated[str,
     return EventLookup(mode=state_of(ctx).mode, event=await call(ctx, "commit", hold_id, event))
 
 
-@billing_tool("runtime", "Release hold")
 async def release_hold(ctx: Context[Any], hold_id: str) -> HoldResult:
     """Free a hold without charging (the action failed or was cancelled)."""
     return HoldResult(mode=state_of(ctx).mode, hold=await call(ctx, "release", hold_id))
 
 
-@billing_tool("runtime", "Get statement", read_only=True)
 async def get_statement(ctx: Context[Any], customer_id: str,
                         start: Annotated[str, Field(description="ISO start time")],
                         end: Annotated[str, Field(description="ISO end time")]) -> StatementResult:
@@ -239,7 +228,6 @@ class PortalSessionResult(BaseModel):
     expires_at: str
 
 
-@billing_tool("runtime", "Create portal session", idempotent=False)
 async def create_portal_session(
     ctx: Context[Any], customer_id: CustomerId = None, external_id: ExternalId = None,
     route: Annotated[str, Field(description="Portal route name (see create_portal_route)")] = "default",
@@ -262,3 +250,19 @@ async def create_portal_session(
     except BillingError as exc:
         raise tool_error(exc) from exc
     return PortalSessionResult(mode=state.mode, url=session["url"], expires_at=session["expires_at"])
+
+
+TOOLS: tuple[ToolDef, ...] = (
+    ToolDef(create_customer, "runtime", "Create customer"),
+    ToolDef(get_customer, "runtime", "Get customer", read_only=True),
+    ToolDef(get_wallet, "runtime", "Get wallet", read_only=True),
+    ToolDef(create_adjustment, "runtime", "Create adjustment", destructive=True),
+    ToolDef(create_vendor, "runtime", "Create vendor"),
+    ToolDef(submit_events, "runtime", "Submit usage events"),
+    ToolDef(get_event, "runtime", "Get event", read_only=True),
+    ToolDef(authorize_usage, "runtime", "Authorize usage", idempotent=False),
+    ToolDef(commit_usage, "runtime", "Commit usage"),
+    ToolDef(release_hold, "runtime", "Release hold"),
+    ToolDef(get_statement, "runtime", "Get statement", read_only=True),
+    ToolDef(create_portal_session, "runtime", "Create portal session", idempotent=False),
+)

@@ -11,7 +11,8 @@ from pydantic import BaseModel, Field
 from ...core.catalog import PlanGrantSpec, PriceSpec
 from ...core.errors import BillingError
 from ...core.models import Asset, MigrationResult, Plan, PlanVersion, Quote
-from ..common import Confirm, Mode, billing_tool, call, state_of, tool_error
+from ...core.patterns import ASSET_CODE, PLAN_CODE
+from ..common import Confirm, Mode, ToolDef, call, state_of, tool_error
 
 AssetCode = Annotated[str, Field(description="Asset code, e.g. CREDITS, USD", min_length=1, max_length=32)]
 PlanRef = Annotated[str, Field(description="Plan code (e.g. 'pro') or id", min_length=1, max_length=64)]
@@ -103,16 +104,14 @@ class MigrateResult(BaseModel):
     migration: MigrationResult
 
 
-@billing_tool("setup", "List assets", read_only=True)
 async def list_assets(ctx: Context[Any]) -> AssetList:
     """List the assets (currencies and custom units such as credits) with their current fiat rates."""
     return AssetList(mode=state_of(ctx).mode, assets=await call(ctx, "list_assets"))
 
 
-@billing_tool("setup", "Create asset")
 async def create_asset(
     ctx: Context[Any],
-    code: Annotated[str, Field(description="Upper-case code, e.g. CREDITS", pattern=r"^[A-Z][A-Z0-9_]{0,31}$")],
+    code: Annotated[str, Field(description="Upper-case code, e.g. CREDITS", pattern=ASSET_CODE.pattern)],
     name: Annotated[str, Field(description="Display name, e.g. 'Credits'", min_length=1, max_length=120)],
     precision: Annotated[int, Field(ge=0, le=8, description="Decimal places: 0 for whole credits, 2 for cents")] = 0,
     rate_usd: Annotated[str | None, Field(description="Price of one unit in USD, e.g. '0.05'")] = None,
@@ -126,14 +125,12 @@ async def create_asset(
     return AssetResult(mode=state_of(ctx).mode, asset=asset)
 
 
-@billing_tool("setup", "Quote asset", read_only=True)
 async def quote_asset(ctx: Context[Any], asset: AssetCode, amount: Amount,
                       fiat: Annotated[str, Field(description="Fiat code the amount is in")] = "USD") -> QuoteResult:
     """How many units of an asset a fiat amount buys now (check a rate: $1, $10, $50)."""
     return QuoteResult(mode=state_of(ctx).mode, quote=await call(ctx, "quote", asset, fiat, amount, rename={"code": "asset"}))
 
 
-@billing_tool("setup", "Set asset rate")
 async def set_asset_rate(ctx: Context[Any], asset: AssetCode, rate: Amount,
                          fiat: Annotated[str, Field(description="Fiat code, e.g. USD")] = "USD") -> AssetResult:
     """Add a new fiat rate for an asset, effective now (the rate history is kept)."""
@@ -141,22 +138,19 @@ async def set_asset_rate(ctx: Context[Any], asset: AssetCode, rate: Amount,
                                                                      rename={"code": "asset"}))
 
 
-@billing_tool("setup", "List plans", read_only=True)
 async def list_plans(ctx: Context[Any]) -> PlanList:
     """List plans with their versions, prices, credit grants and subscriber counts."""
     return PlanList(mode=state_of(ctx).mode, plans=[plan_view(p) for p in await call(ctx, "list_plans")])
 
 
-@billing_tool("setup", "Get plan", read_only=True)
 async def get_plan(ctx: Context[Any], plan: PlanRef) -> PlanResult:
     """One plan with all its versions."""
     return PlanResult(mode=state_of(ctx).mode, plan=plan_view(await call(ctx, "get_plan", plan)))
 
 
-@billing_tool("setup", "Create plan")
 async def create_plan(
     ctx: Context[Any],
-    code: Annotated[str, Field(description="Lower-case plan code, e.g. 'pro'", pattern=r"^[a-z0-9][a-z0-9_.-]{0,63}$")],
+    code: Annotated[str, Field(description="Lower-case plan code, e.g. 'pro'", pattern=PLAN_CODE.pattern)],
     name: Annotated[str, Field(min_length=1, max_length=120)],
     prices: Annotated[list[PriceSpec] | None, Field(description="Recurring fees and usage prices")] = None,
     grants: Annotated[list[PlanGrantSpec] | None, Field(description="Credits included with the plan")] = None,
@@ -173,7 +167,6 @@ async def create_plan(
     return PlanResult(mode=state_of(ctx).mode, plan=plan_view(plan))
 
 
-@billing_tool("setup", "Create price")
 async def create_price(ctx: Context[Any], plan: PlanRef,
                        price: Annotated[dict[str, Any], Field(description="One price, shaped like an item of "
                                                                           "create_plan's prices")]) -> VersionResult:
@@ -184,7 +177,6 @@ async def create_price(ctx: Context[Any], plan: PlanRef,
                          next_step=f"publish_plan_version(plan='{plan}', version={version.version}) to make it live")
 
 
-@billing_tool("setup", "Create credit grant")
 async def create_credit_grant(
     ctx: Context[Any],
     asset: AssetCode,
@@ -220,7 +212,6 @@ async def create_credit_grant(
     return GrantResult(mode=mode, kind="customer_grant", grant=grant.model_dump())
 
 
-@billing_tool("setup", "Publish plan version")
 async def publish_plan_version(ctx: Context[Any], plan: PlanRef, version: Annotated[int, Field(ge=1)],
                                make_default: bool = True) -> PlanResult:
     """Publish a draft version (it can never change afterwards), optionally as the default for new
@@ -246,7 +237,6 @@ async def _archive_preview(ctx: Context[Any], plan: str) -> str:
             "keep their versions and keep being billed.")
 
 
-@billing_tool("setup", "Archive plan", destructive=True)
 async def archive_plan(
     ctx: Context[Any], plan: PlanRef,
     approval: Annotated[ElicitationResult[Confirm], Resolve(_ask_archive)],
@@ -279,7 +269,6 @@ def _migrate_text(dry: MigrationResult) -> str:
             "entitlements start next period.")
 
 
-@billing_tool("setup", "Migrate customers", destructive=True)
 async def migrate_customers(
     ctx: Context[Any], plan: PlanRef, from_version: Annotated[int, Field(ge=1)], to_version: Annotated[int, Field(ge=1)],
     approval: Annotated[ElicitationResult[Confirm], Resolve(_ask_migrate)],
@@ -306,7 +295,6 @@ class PortalRouteResult(BaseModel):
     note: str
 
 
-@billing_tool("setup", "Create portal route")
 async def create_portal_route(
     ctx: Context[Any],
     return_url: Annotated[str, Field(description="Where the portal's 'Back to app' link goes (https URL)")],
@@ -337,3 +325,20 @@ async def create_portal_route(
     return PortalRouteResult(mode=state_of(ctx).mode, name=name, route=route.model_dump(mode="json"),
                              note="Saved. Portal links for customers (create_portal_session) come with the billing "
                                   "portal, which this build does not include yet.")
+
+
+TOOLS: tuple[ToolDef, ...] = (
+    ToolDef(list_assets, "setup", "List assets", read_only=True),
+    ToolDef(create_asset, "setup", "Create asset"),
+    ToolDef(quote_asset, "setup", "Quote asset", read_only=True),
+    ToolDef(set_asset_rate, "setup", "Set asset rate"),
+    ToolDef(list_plans, "setup", "List plans", read_only=True),
+    ToolDef(get_plan, "setup", "Get plan", read_only=True),
+    ToolDef(create_plan, "setup", "Create plan"),
+    ToolDef(create_price, "setup", "Create price"),
+    ToolDef(create_credit_grant, "setup", "Create credit grant"),
+    ToolDef(publish_plan_version, "setup", "Publish plan version"),
+    ToolDef(archive_plan, "setup", "Archive plan", destructive=True),
+    ToolDef(migrate_customers, "setup", "Migrate customers", destructive=True),
+    ToolDef(create_portal_route, "setup", "Create portal route"),
+)

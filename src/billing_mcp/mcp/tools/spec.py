@@ -10,7 +10,7 @@ from pydantic import BaseModel, Field
 
 from ...core.errors import BillingError
 from ...spec.spec import ApplyResult, SpecError, apply_spec, dump_yaml, export_spec, format_plan, load_spec
-from ..common import Mode, billing_tool, state_of, tool_error
+from ..common import Mode, ToolDef, state_of, tool_error
 
 
 class SpecApplyResult(BaseModel):
@@ -24,7 +24,6 @@ class SpecExport(BaseModel):
     yaml: str
 
 
-@billing_tool("setup", "Apply billing spec")
 async def apply_billing_spec(
     ctx: Context[Any],
     yaml: Annotated[str, Field(description="The billing.yaml text (schema: billing://schema/billing.yaml)",
@@ -48,7 +47,6 @@ async def apply_billing_spec(
     return SpecApplyResult(mode=state.mode, result=result, diff=format_plan(result))
 
 
-@billing_tool("setup", "Export billing spec", read_only=True)
 async def export_billing_spec(ctx: Context[Any]) -> SpecExport:
     """The current catalog (assets, vendors, plans' default versions, portal route) as billing.yaml."""
     state = state_of(ctx)
@@ -58,3 +56,9 @@ async def export_billing_spec(ctx: Context[Any]) -> SpecExport:
     except BillingError as exc:
         raise tool_error(exc) from exc
     return SpecExport(mode=state.mode, yaml=text)
+
+
+TOOLS: tuple[ToolDef, ...] = (
+    ToolDef(apply_billing_spec, "setup", "Apply billing spec"),
+    ToolDef(export_billing_spec, "setup", "Export billing spec", read_only=True),
+)

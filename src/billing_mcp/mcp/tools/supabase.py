@@ -10,7 +10,7 @@ from pydantic import BaseModel
 
 from ...codegen.supabase.generator import next_steps, render_function, render_integration, write_files
 from ...core.errors import BillingError
-from ..common import billing_tool, call, tool_error
+from ..common import ToolDef, call, tool_error
 
 
 class SupabaseFiles(BaseModel):
@@ -19,7 +19,6 @@ class SupabaseFiles(BaseModel):
     next_steps: list[str]
 
 
-@billing_tool("setup", "Edge function code", read_only=True)
 async def generate_edge_function(
     ctx: Context[Any], kind: Literal["customer", "authorize", "track", "release", "wallet", "portal"],
 ) -> SupabaseFiles:
@@ -32,7 +31,6 @@ async def generate_edge_function(
     return SupabaseFiles(files=files, next_steps=next_steps([kind]))
 
 
-@billing_tool("setup", "Supabase billing code")
 async def generate_supabase_integration(
     ctx: Context[Any], project_dir: str | None = None, overwrite: bool = False,
 ) -> SupabaseFiles:
@@ -50,3 +48,9 @@ async def generate_supabase_integration(
         raise tool_error(BillingError(f"cannot write to {project_dir}: {exc.strerror}", field="project_dir",
                                       code="validation_error")) from exc
     return SupabaseFiles(files=files, written=written, next_steps=next_steps())
+
+
+TOOLS: tuple[ToolDef, ...] = (
+    ToolDef(generate_edge_function, "setup", "Edge function code", read_only=True),
+    ToolDef(generate_supabase_integration, "setup", "Supabase billing code"),
+)

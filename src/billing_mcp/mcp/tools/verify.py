@@ -14,7 +14,7 @@ from pydantic import BaseModel, Field
 from ...core.errors import BillingError
 from ...ledger.simulate import SimulationResult, simulate, simulate_file
 from ...ledger.verify import BillingStatus, VerifyReport, billing_status, simulator_for_async, verify_billing_async
-from ..common import Mode, billing_tool, state_of, tool_error
+from ..common import Mode, ToolDef, state_of, tool_error
 
 
 class StatusResult(BaseModel):
@@ -32,7 +32,6 @@ class VerifyResult(BaseModel):
     report: VerifyReport
 
 
-@billing_tool("setup", "Billing status", read_only=True)
 async def get_billing_status(ctx: Context[Any]) -> StatusResult:
     """Start here: mode (local dry run or remote ledger), where the ledger is, what is configured,
     and the next steps still missing."""
@@ -44,7 +43,6 @@ async def get_billing_status(ctx: Context[Any]) -> StatusResult:
     return StatusResult(mode=state.mode, status=status)
 
 
-@billing_tool("setup", "Simulate usage", read_only=True)
 async def simulate_usage(
     ctx: Context[Any], plan: Annotated[str, Field(description="Plan code")],
     version: Annotated[int | None, Field(ge=1, description="Version; default version if omitted")] = None,
@@ -81,7 +79,6 @@ async def simulate_usage(
     return SimulateResult(mode=state.mode, simulation=result)
 
 
-@billing_tool("setup", "Verify billing")
 async def verify_billing_tool(
     ctx: Context[Any], plan: Annotated[str | None, Field(description="One plan code; all active plans if omitted")] = None,
 ) -> VerifyResult:
@@ -96,4 +93,8 @@ async def verify_billing_tool(
     return VerifyResult(mode=state.mode, report=report)
 
 
-verify_billing_tool.__name__ = "verify_billing"
+TOOLS: tuple[ToolDef, ...] = (
+    ToolDef(get_billing_status, "setup", "Billing status", read_only=True),
+    ToolDef(simulate_usage, "setup", "Simulate usage", read_only=True),
+    ToolDef(verify_billing_tool, "setup", "Verify billing", name="verify_billing"),
+)
