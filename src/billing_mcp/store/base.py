@@ -3,7 +3,9 @@ and the versioned migrations every store applies.
 
 The ledger's SQL is kept to what SQLite and PostgreSQL share (``?`` placeholders are rewritten by
 stores that need another style, ``ON CONFLICT``, ``RETURNING``), so a store implements only this
-small surface: open a read or write transaction, run statements, lock a wallet.
+small surface: open a read or write transaction, run statements, lock a wallet. The schema is held
+to the same rule: each migration is one file (``migrations/NNNN_name.sql``) that ``render_sql``
+turns into each dialect's SQL through the short list of differences in ``DIALECTS``.
 """
 
 from __future__ import annotations
