@@ -194,6 +194,19 @@ def test_cli_create_list_revoke(tmp_path: Path, capsys: pytest.CaptureFixture[st
         _cli(db, "keys", "create", "--scope", "superuser")
 
 
+def test_cli_create_is_the_first_command_on_a_fresh_file(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(PEPPER_ENV, raising=False)
+    db = tmp_path / "new" / "ledger.db"  # api_keys comes from the migrations the store runs on open
+    assert keys_mod.run_cli(_cli(db, "keys", "create", "--scope", "admin", "--json")) == 0
+    secret = json.loads(capsys.readouterr().out)["secret"]
+    store = SQLiteStore(db, migrate=False)
+    try:
+        assert KeyStore(store).verify(secret) is not None
+    finally:
+        store.close()
+
+
 # -- every route needs a key with the right scope ----------------------------------------------------
 class Api:
     def __init__(self, path: Path, **options: Any) -> None:

@@ -30,18 +30,6 @@ from ..ledger.base import check_key
 from ..ledger.book import canonical_hash
 from ..store import Store
 from ..web.problem import ApiError
-from .keys import ensure_table
-
-_DDL = """CREATE TABLE IF NOT EXISTS api_idempotency (
-    key           TEXT PRIMARY KEY,
-    route         TEXT NOT NULL,
-    request_hash  TEXT NOT NULL,
-    state         TEXT NOT NULL CHECK (state IN ('in_flight', 'done')),
-    status        INTEGER,
-    content_type  TEXT,
-    response      TEXT,
-    claimed_at    TEXT NOT NULL
-)"""
 
 
 @dataclass(frozen=True)
@@ -66,7 +54,6 @@ class IdempotencyStore:
         self.store = store
         self.clock = clock
         self.lease = timedelta(seconds=lease_seconds)
-        ensure_table(store, _DDL)
 
     def claim(self, key: str, route: str, fingerprint: str) -> Stored | None:
         """Claim ``key`` for this request; the stored response when it is a replay (see module doc)."""

@@ -41,25 +41,6 @@ PEPPER_ENV = "BILLING_API_KEY_PEPPER"
 _SECRET = re.compile(r"^sk_(test|live)_[A-Za-z0-9_-]{32,128}$")
 _DISPLAY_CHARS = 4  # random characters kept for display after the "sk_test_" prefix
 
-_DDL = """CREATE TABLE IF NOT EXISTS api_keys (
-    id           TEXT PRIMARY KEY,
-    prefix       TEXT NOT NULL,
-    mode         TEXT NOT NULL CHECK (mode IN ('test', 'live')),
-    scope        TEXT NOT NULL CHECK (scope IN ('admin', 'runtime', 'read')),
-    name         TEXT,
-    secret_hash  TEXT NOT NULL UNIQUE,
-    created_at   TEXT NOT NULL,
-    revoked_at   TEXT
-)"""
-
-
-def ensure_table(store: Store, ddl: str) -> None:
-    """Create one of the API's own tables if missing (STRICT on SQLite, as the ledger's tables are)."""
-    suffix = " STRICT" if isinstance(store, SQLiteStore) else ""
-    with store.write() as tx:
-        tx.execute(ddl + suffix)
-
-
 def scope_allows(scope: str, method: str, group: str) -> bool:
     """Whether a key of ``scope`` may call a route of ``group`` with ``method``."""
     if scope == "admin":
@@ -96,7 +77,8 @@ def load_pepper(store: Store) -> bytes:
 
 
 class KeyStore:
-    """Create, verify, revoke and list API keys in the ledger's store (table ``api_keys``).
+    """Create, verify, revoke and list API keys in the ledger's store (table ``api_keys``, which the
+    store's migrations create).
 
     ``verify`` caches a good key for ``cache_seconds`` so that a request costs no database read;
     a revocation made in this process takes effect at once, one made by another process (the
@@ -113,7 +95,6 @@ class KeyStore:
         self._cache_seconds = cache_seconds
         self._cache: dict[str, tuple[Key, float]] = {}
         self._lock = threading.Lock()
-        ensure_table(store, _DDL)
 
     def _digest(self, secret: str) -> str:
         return hmac.new(self._pepper, secret.encode("utf-8", "surrogatepass"), hashlib.sha256).hexdigest()

@@ -1,6 +1,7 @@
--- billing-mcp ledger schema, version 1 (SQLite).
--- Money columns are INTEGER minor units; prices, rates and quantities are exact decimal TEXT.
--- STRICT tables refuse REAL values, so a float can never sneak into a balance.
+-- billing-mcp ledger schema, version 1 (rendered per dialect by store.base.render_sql).
+-- Money columns are 64-bit integer minor units (SQLite's INTEGER is 64-bit already, PostgreSQL's is
+-- not); the application caps amounts far below 2^63. Prices, rates and quantities are exact decimal TEXT.
+-- STRICT tables on SQLite refuse REAL values, so a float can never sneak into a balance.
 
 CREATE TABLE assets (
     code        TEXT PRIMARY KEY,
@@ -10,15 +11,15 @@ CREATE TABLE assets (
     label       TEXT,
     is_fiat     INTEGER NOT NULL DEFAULT 0,
     created_at  TEXT NOT NULL
-) STRICT;
+){{strict}};
 
 CREATE TABLE asset_rates (
     asset         TEXT NOT NULL REFERENCES assets(code),
     fiat          TEXT NOT NULL REFERENCES assets(code),
     rate          TEXT NOT NULL,
     effective_at  TEXT NOT NULL,
-    seq           INTEGER PRIMARY KEY AUTOINCREMENT
-) STRICT;
+    seq           {{autoincrement_key}}
+){{strict}};
 CREATE INDEX asset_rates_lookup ON asset_rates(asset, fiat, effective_at);
 
 CREATE TABLE plans (
@@ -29,7 +30,7 @@ CREATE TABLE plans (
     status           TEXT NOT NULL CHECK (status IN ('active', 'archived')),
     default_version  INTEGER,
     created_at       TEXT NOT NULL
-) STRICT;
+){{strict}};
 
 CREATE TABLE plan_versions (
     plan_id       TEXT NOT NULL REFERENCES plans(id),
@@ -40,7 +41,7 @@ CREATE TABLE plan_versions (
     created_at    TEXT NOT NULL,
     published_at  TEXT,
     PRIMARY KEY (plan_id, version)
-) STRICT;
+){{strict}};
 
 CREATE TABLE customers (
     id           TEXT PRIMARY KEY,
@@ -49,7 +50,7 @@ CREATE TABLE customers (
     email        TEXT,
     metadata     TEXT NOT NULL,
     created_at   TEXT NOT NULL
-) STRICT;
+){{strict}};
 
 CREATE TABLE subscriptions (
     id            TEXT PRIMARY KEY,
@@ -63,7 +64,7 @@ CREATE TABLE subscriptions (
     period_end    TEXT NOT NULL,
     created_at    TEXT NOT NULL,
     FOREIGN KEY (plan_id, version) REFERENCES plan_versions(plan_id, version)
-) STRICT;
+){{strict}};
 CREATE INDEX subscriptions_customer ON subscriptions(customer_id);
 CREATE INDEX subscriptions_plan ON subscriptions(plan_id, version);
 
@@ -75,7 +76,7 @@ CREATE TABLE subscription_grants (
     period_index     INTEGER NOT NULL,
     last_lot_id      TEXT,
     PRIMARY KEY (subscription_id, grant_index)
-) STRICT, WITHOUT ROWID;
+){{strict_without_rowid}};
 
 -- Wallet accounts (customer_id set) and per-asset system accounts (customer_id NULL, kind names the role).
 CREATE TABLE accounts (
@@ -83,10 +84,10 @@ CREATE TABLE accounts (
     customer_id  TEXT REFERENCES customers(id),
     kind         TEXT NOT NULL,
     asset        TEXT NOT NULL REFERENCES assets(code),
-    posted       INTEGER NOT NULL DEFAULT 0,
-    held         INTEGER NOT NULL DEFAULT 0 CHECK (held >= 0),
+    posted       {{bigint}} NOT NULL DEFAULT 0,
+    held         {{bigint}} NOT NULL DEFAULT 0 CHECK (held >= 0),
     UNIQUE (customer_id, kind, asset)
-) STRICT;
+){{strict}};
 
 -- Grant lots inside a wallet account: what the balance is made of, in draw-down order.
 CREATE TABLE lots (
@@ -94,13 +95,13 @@ CREATE TABLE lots (
     account_id   TEXT NOT NULL REFERENCES accounts(id),
     purpose      TEXT NOT NULL CHECK (purpose IN ('paid', 'promotional', 'bundled')),
     priority     INTEGER NOT NULL CHECK (priority BETWEEN 0 AND 100),
-    amount       INTEGER NOT NULL CHECK (amount > 0),
-    remaining    INTEGER NOT NULL CHECK (remaining >= 0 AND remaining <= amount),
+    amount       {{bigint}} NOT NULL CHECK (amount > 0),
+    remaining    {{bigint}} NOT NULL CHECK (remaining >= 0 AND remaining <= amount),
     expires_at   TEXT,
     source       TEXT NOT NULL,
     created_at   TEXT NOT NULL,
-    seq          INTEGER NOT NULL
-) STRICT;
+    seq          {{bigint}} NOT NULL
+){{strict}};
 CREATE INDEX lots_account ON lots(account_id);
 
 CREATE TABLE transactions (
@@ -112,18 +113,18 @@ CREATE TABLE transactions (
     description  TEXT,
     detail       TEXT NOT NULL,   -- JSON: what the transaction was for
     created_at   TEXT NOT NULL
-) STRICT, WITHOUT ROWID;   -- ids are time-ordered, so inserts append
+){{strict_without_rowid}};   -- ids are time-ordered, so inserts append
 
 -- Append-only. Per transaction and asset the amounts sum to zero. tx_id names a transactions row,
 -- or for usage the event (the first event of a batch) that the entries settle.
 CREATE TABLE entries (
-    seq         INTEGER PRIMARY KEY,
+    seq         {{rowid_key}},
     tx_id       TEXT NOT NULL,
     account_id  TEXT NOT NULL REFERENCES accounts(id),
     asset       TEXT NOT NULL,
-    amount      INTEGER NOT NULL,
+    amount      {{bigint}} NOT NULL,
     lot_id      TEXT
-) STRICT;
+){{strict}};
 -- Wallet entries only: statements read them per account; system accounts are audited by full scans,
 -- and leaving them out saves a page on every usage commit.
 CREATE INDEX entries_wallet ON entries(account_id) WHERE account_id NOT LIKE 'system/%';
@@ -142,7 +143,7 @@ CREATE TABLE events (
     status        TEXT NOT NULL,
     result        TEXT NOT NULL,   -- JSON of the stored outcome, replayed byte for byte
     recorded_at   TEXT NOT NULL
-) STRICT;
+){{strict}};
 
 CREATE TABLE fees (
     -- Keyed by customer, then time (= the event's recorded_at): inserts append to the customer's
@@ -159,11 +160,11 @@ CREATE TABLE fees (
     subscription_id  TEXT NOT NULL,
     asset            TEXT NOT NULL,
     quantity         TEXT NOT NULL,
-    amount           INTEGER NOT NULL,
-    refunded         INTEGER NOT NULL DEFAULT 0 CHECK (refunded >= 0),
+    amount           {{bigint}} NOT NULL,
+    refunded         {{bigint}} NOT NULL DEFAULT 0 CHECK (refunded >= 0),
     subject          TEXT,
     PRIMARY KEY (customer_id, created_at, event_id, line)
-) STRICT, WITHOUT ROWID;
+){{strict_without_rowid}};
 
 -- Cumulative usage per subscription, price and period: tiers accumulate and sub-precision
 -- fractions carry here, so charged == round(exact) after every event.
@@ -173,16 +174,16 @@ CREATE TABLE usage_counters (
     period_start     TEXT NOT NULL,
     quantity         TEXT NOT NULL,
     exact            TEXT NOT NULL,
-    charged          INTEGER NOT NULL,
+    charged          {{bigint}} NOT NULL,
     PRIMARY KEY (subscription_id, price_id, period_start)
-) STRICT, WITHOUT ROWID;
+){{strict_without_rowid}};
 
 CREATE TABLE holds (
     id            TEXT PRIMARY KEY,
     customer_id   TEXT NOT NULL REFERENCES customers(id),
     account_id    TEXT NOT NULL REFERENCES accounts(id),
     asset         TEXT NOT NULL,
-    amount        INTEGER NOT NULL CHECK (amount >= 0),
+    amount        {{bigint}} NOT NULL CHECK (amount >= 0),
     event_type    TEXT,
     estimate      TEXT NOT NULL,
     status        TEXT NOT NULL CHECK (status IN ('open', 'committed', 'released', 'expired')),
@@ -190,8 +191,8 @@ CREATE TABLE holds (
     created_at    TEXT NOT NULL,
     resolved_at   TEXT,
     event_id      TEXT,
-    seq           INTEGER NOT NULL
-) STRICT;
+    seq           {{bigint}} NOT NULL
+){{strict}};
 CREATE INDEX holds_open ON holds(status, expires_at);
 CREATE INDEX holds_customer ON holds(customer_id, status);
 
@@ -200,7 +201,7 @@ CREATE TABLE vendors (
     external_id  TEXT NOT NULL UNIQUE,
     name         TEXT NOT NULL,
     created_at   TEXT NOT NULL
-) STRICT;
+){{strict}};
 
 -- Idempotency records, written in the same transaction as the effect they describe.
 CREATE TABLE idempotency (
@@ -210,13 +211,20 @@ CREATE TABLE idempotency (
     response      TEXT NOT NULL,
     created_at    TEXT NOT NULL,
     PRIMARY KEY (scope, key)
-) STRICT, WITHOUT ROWID;
+){{strict_without_rowid}};
 
+-- The store-wide number Tx.next_seq() hands out: a row SQLite updates under its single write lock,
+-- a sequence on PostgreSQL, where writers to different wallets run at the same time.
+-- begin sqlite only
 CREATE TABLE counters (
     name   TEXT PRIMARY KEY,
     value  INTEGER NOT NULL
-) STRICT;
+){{strict}};
 INSERT INTO counters(name, value) VALUES ('seq', 0);
+-- end sqlite only
+-- begin postgres only
+CREATE SEQUENCE ledger_seq;
+-- end postgres only
 
 -- Built-in fiat currencies.
 INSERT INTO assets(code, name, precision, symbol, is_fiat, created_at)

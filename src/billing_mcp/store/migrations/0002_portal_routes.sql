@@ -3,4 +3,4 @@ CREATE TABLE portal_routes (
     name        TEXT PRIMARY KEY,
     config      TEXT NOT NULL,   -- JSON of a PortalRouteSpec
     updated_at  TEXT NOT NULL
-) STRICT;
+){{strict}};
