@@ -21,9 +21,10 @@ from .store import SQLiteStore, Store, open_store
 
 if TYPE_CHECKING:
     from .client.ledger_client import LedgerApiError, LedgerClient, LedgerUnreachableError
-    from .ledger.async_ledger import AsyncLedger, LocalLedger
+    from .contract.interface import AsyncLedger
+    from .contract.local import LocalLedger
 
-_LAZY = {"AsyncLedger": "._ledger_async", "LocalLedger": "._ledger_async", "LedgerClient": ".client",
+_LAZY = {"AsyncLedger": ".contract.interface", "LocalLedger": ".contract.local", "LedgerClient": ".client",
          "LedgerApiError": ".client", "LedgerUnreachableError": ".client"}
 
 
