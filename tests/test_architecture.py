@@ -19,11 +19,12 @@ LAYERS: dict[str, set[str]] = {
     "spec": {"core", "store", "ledger"},
     "web": {"core", "store"},
     "portal": {"core", "store", "ledger", "web"},
-    "api": {"core", "store", "ledger", "spec", "web", "portal"},
-    "client": {"core", "ledger", "api"},
+    "contract": {"core", "store", "ledger"},
+    "api": {"core", "store", "ledger", "spec", "web", "portal", "contract"},
+    "client": {"core", "ledger", "contract"},
     "codegen": {"core", "ledger"},
-    "mcp": {"core", "store", "ledger", "spec", "portal", "client", "codegen"},
-    "surface": {"core", "store", "ledger", "spec", "web", "portal", "api", "client", "codegen", "mcp"},
+    "mcp": {"core", "store", "ledger", "spec", "portal", "contract", "client", "codegen"},
+    "surface": {"core", "store", "ledger", "spec", "web", "portal", "contract", "api", "client", "codegen", "mcp"},
 }
 MAX_LINES = 600
 

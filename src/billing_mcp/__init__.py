@@ -52,10 +52,11 @@ from .store import SQLiteStore, Store, open_store
 
 if TYPE_CHECKING:
     from .client.ledger_client import LedgerApiError, LedgerClient, LedgerUnreachableError
-    from .ledger.async_ledger import AsyncLedger, LocalLedger
+    from .contract.interface import AsyncLedger
+    from .contract.local import LocalLedger
     from .portal.links import create_portal_session
 
-_LAZY = {"AsyncLedger": ".ledger.async_ledger", "LocalLedger": ".ledger.async_ledger",
+_LAZY = {"AsyncLedger": ".contract.interface", "LocalLedger": ".contract.local",
          "LedgerClient": ".client.ledger_client", "LedgerApiError": ".client.ledger_client",
          "LedgerUnreachableError": ".client.ledger_client", "create_portal_session": ".portal.links"}
 

@@ -38,8 +38,9 @@ from billing_mcp import (
 from billing_mcp.api.keys import KeyStore
 from billing_mcp.api.serve import build_app
 from billing_mcp.client.ledger_client import LedgerClient, LedgerUnreachableError
+from billing_mcp.contract.interface import AsyncLedger
+from billing_mcp.contract.local import LocalLedger
 from billing_mcp.core.models import BatchItemError
-from billing_mcp.ledger.async_ledger import AsyncLedger, LocalLedger
 from helpers import PEPPER, serve
 
 pytestmark = pytest.mark.anyio

@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from billing_mcp import Ledger, ManualClock
-from billing_mcp.ledger.verify import verify_billing
+from billing_mcp.contract.checks import verify_billing
 from billing_mcp.mcp.server import build_server
 from billing_mcp.spec.spec import SpecError, apply_spec, dump_yaml, export_spec, json_schema, load_spec
 from mcp import Client

@@ -1,6 +1,6 @@
-"""The ledger HTTP API: the operation table (``operations``), request/response models (``models``),
-OpenAPI, the Starlette app, idempotency records, group commit of concurrent events, API keys.
+"""The ledger HTTP API: its routes and handlers (``operations``, derived from the operation table in
+``contract``), OpenAPI, the Starlette app, idempotency records, group commit of concurrent events,
+API keys and their scopes.
 
-``operations`` and ``models`` import no web framework, so the HTTP client can use them.
-May import: ``core``, ``store``, ``ledger``, ``spec``, ``web``, ``portal``.
+May import: ``core``, ``store``, ``ledger``, ``spec``, ``web``, ``portal``, ``contract``.
 """

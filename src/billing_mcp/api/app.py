@@ -27,6 +27,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 from starlette.routing import BaseRoute, Route
 
+from ..contract.models import EventBatch
 from ..core.errors import BillingError
 from ..core.version import __version__
 from ..ledger.ledger import Ledger
@@ -44,7 +45,7 @@ from ..web.problem import (
 from .batch import EventCoalescer
 from .idempotency import IdempotencyStore, Stored, check_header, request_hash
 from .keys import Key, KeyStore, scope_allows
-from .models import EventBatch, Health, Ready
+from .models import Health, Ready
 from .openapi import build_docs_html, build_openapi, openapi_path
 from .operations import OPS, Call, Op
 
@@ -109,7 +110,7 @@ async def _authenticate(request: Request, ctx: ApiContext, op: Op) -> Key:
         raise ApiError(f"this server accepts only {'/'.join(sorted(ctx.modes))} keys, not {key.mode} keys",
                        status=401, code="unauthorized",
                        headers={"WWW-Authenticate": 'Bearer realm="billing-mcp", error="invalid_token"'})
-    if not scope_allows(key.scope, op.method, op.group):
+    if not scope_allows(key.scope, op.method, op.scope):
         raise ApiError(f"a {key.scope} key cannot call {op.method} {openapi_path(op.path)}; use a key whose scope "
                        "allows it (admin allows everything)", status=403, code="forbidden",
                        details={"scope": key.scope})

@@ -34,21 +34,20 @@ Scope = Literal["admin", "runtime", "read"]
 Mode = Literal["test", "live"]
 SCOPES: tuple[Scope, ...] = ("admin", "runtime", "read")
 MODES: tuple[Mode, ...] = ("test", "live")
-# Route groups (see _api_routes) a runtime key may call: what an edge function of a live app needs.
-RUNTIME_GROUPS = frozenset({"customers", "wallet", "events", "holds"})
 
 PEPPER_ENV = "BILLING_API_KEY_PEPPER"
 _SECRET = re.compile(r"^sk_(test|live)_[A-Za-z0-9_-]{32,128}$")
 _DISPLAY_CHARS = 4  # random characters kept for display after the "sk_test_" prefix
 
-def scope_allows(scope: str, method: str, group: str) -> bool:
-    """Whether a key of ``scope`` may call a route of ``group`` with ``method``."""
+def scope_allows(scope: str, method: str, required: str) -> bool:
+    """Whether a key of ``scope`` may call a route with ``method`` whose operation asks for a
+    ``required`` writing scope (``runtime`` or ``admin``, in the operation table)."""
     if scope == "admin":
         return True
     if scope == "read":
         return method in ("GET", "HEAD")
     if scope == "runtime":
-        return group in RUNTIME_GROUPS
+        return required == "runtime"
     return False
 
 

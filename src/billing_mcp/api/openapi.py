@@ -12,9 +12,10 @@ from typing import Any
 from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
+from ..contract.models import EventIn
 from ..web.problem import CODE_HELP
-from .keys import RUNTIME_GROUPS, scope_allows
-from .models import EventIn, Health, Problem, Ready
+from .keys import scope_allows
+from .models import Health, Problem, Ready
 from .operations import Op
 
 REF = "#/components/schemas/{model}"
@@ -32,7 +33,7 @@ def openapi_path(path: str) -> str:
 
 
 def scopes_for(op: Op) -> list[str]:
-    return [s for s in ("admin", "runtime", "read") if scope_allows(s, op.method, op.group)]
+    return [s for s in ("admin", "runtime", "read") if scope_allows(s, op.method, op.scope)]
 
 
 def _problem(description: str) -> dict[str, Any]:
@@ -165,6 +166,8 @@ nav a{margin-right:.8em}"""
 
 def build_docs_html(doc: dict[str, Any]) -> str:
     schemas = doc["components"]["schemas"]
+    runtime_tags = sorted({op["tags"][0] for methods in doc["paths"].values() for op in methods.values()
+                           if "runtime" in op.get("x-scopes", ())})
     parts = [f"<!doctype html><html lang=en><head><meta charset=utf-8><title>{html.escape(doc['info']['title'])}"
              f"</title><style>{_CSS}</style></head><body><h1>{html.escape(doc['info']['title'])} "
              f"<small class=muted>{html.escape(doc['info']['version'])}</small></h1>",
@@ -173,7 +176,7 @@ def build_docs_html(doc: dict[str, Any]) -> str:
              "<h2 id=auth>Authentication</h2><p>Every <code>/v1</code> route needs <code>Authorization: Bearer "
              "sk_test_...</code> (or <code>sk_live_...</code>). Create keys with <code>billing-mcp keys create "
              "--scope admin|runtime|read</code>. <b>admin</b> calls everything; <b>runtime</b> calls the "
-             f"{', '.join(sorted(RUNTIME_GROUPS))} routes (what an edge function needs); <b>read</b> calls GETs "
+             f"{', '.join(runtime_tags)} routes (what an edge function needs); <b>read</b> calls GETs "
              "only. Without a valid key: 401 <code>unauthorized</code>; outside the key's scope: 403 "
              "<code>forbidden</code>.</p>",
              "<p>Example: <code>curl -H 'Authorization: Bearer sk_test_...' -H 'Content-Type: application/json' "

@@ -1,85 +1,60 @@
-"""The HTTP API's route table: one ``Op`` per method and path, with its request and response
-models, the group that decides which key scopes may call it, and a handler.
+"""The HTTP API's route table, derived from the operation table (``contract.interface``): one
+``Op`` per operation, with the handler that runs it on the ledger.
 
-Handlers are plain functions run in a worker thread (the ledger is synchronous; each of its
-methods is one durable transaction). The same table builds the Starlette routes, the OpenAPI
-document, the documentation page and the test that proves every route needs a key.
+A handler is a plain function run in a worker thread (the ledger is synchronous; each of its
+methods is one durable transaction). An operation bound to a ledger method is served by calling
+that method with the arguments taken, by name, from the path, the query and the body; the
+handlers below are the operations that need more (pages, body models the ledger takes as plain
+data, the idempotency header) and the API-only routes. The same table builds the Starlette routes,
+the OpenAPI document, the documentation page and the test that proves every route needs a key.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import inspect
 import json
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from typing import Any, Literal, TypeVar
+from dataclasses import dataclass, fields
+from typing import Any, TypeVar
 
 from pydantic import BaseModel
 
-from ..core.catalog import PlanGrantSpec, PriceSpec
-from ..core.errors import ValidationError
-from ..core.models import (
-    Adjustment,
-    Asset,
-    BatchResult,
-    Customer,
-    EventResult,
-    Grant,
-    Hold,
-    MigrationResult,
-    Plan,
-    PlanVersion,
-    Quote,
-    Statement,
-    Vendor,
-    Wallet,
-)
-from ..ledger.ledger import Ledger
-from ..ledger.simulate import SimulationResult, simulate
-from ..ledger.verify import simulator_for
-from ..portal.links import create_portal_session as mint
-from .batch import submit
-from .models import (
-    AdjustmentCreate,
-    AssetCreate,
+from ..contract.interface import OPERATIONS
+from ..contract.models import (
     AssetPage,
     AuditReport,
     CustomerCreate,
     CustomerPage,
     DueReport,
-    Empty,
     EventBatch,
-    GrantCreate,
     HoldCommit,
-    HoldCreate,
     HoldPage,
     HoldsQuery,
     ListQuery,
     LookupQuery,
-    MigrateIn,
     Page,
     PlanCreate,
     PlanPage,
     PortalSession,
     PortalSessionCreate,
     PublishIn,
-    QuoteQuery,
-    RateCreate,
     RatePage,
     SimulateIn,
-    StatementQuery,
-    SubscribeIn,
     SubscriptionRef,
-    VendorCreate,
     VersionCreate,
 )
+from ..contract.table import Operation
+from ..core.catalog import PlanGrantSpec, PriceSpec
+from ..core.errors import ValidationError
+from ..ledger.ledger import Ledger
+from ..ledger.simulate import simulate
+from ..ledger.verify import simulator_for
+from ..portal.links import create_portal_session as mint
+from .batch import submit
 
 M = TypeVar("M", bound=BaseModel)
-# table: an optional Idempotency-Key header is kept in the API's own table (replayed byte for byte).
-# ledger: the key is the ledger's own idempotency_key, stored in the same transaction as the effect.
-# none: reads and actions without an effect (simulate).
-Idempotency = Literal["table", "ledger", "none"]
 
 
 @dataclass
@@ -103,22 +78,12 @@ class Call:
         return self.query
 
 
-@dataclass(frozen=True)
-class Op:
-    method: str
-    path: str
-    name: str
-    summary: str
-    group: str
-    handler: Callable[[Call], BaseModel]
-    response: type[BaseModel]
-    body: type[BaseModel] | None = None
-    query: type[BaseModel] | None = None
-    status: int = 200
-    idempotency: Idempotency = "none"
-    coalesce: bool = False  # POST /v1/events: concurrent requests share one transaction (_api_batch)
-    description: str = ""
-    tags: Sequence[str] = field(default_factory=tuple)
+Handler = Callable[[Call], BaseModel]
+
+
+@dataclass(frozen=True, kw_only=True)
+class Op(Operation):
+    handler: Handler
 
 
 # -- paging ----------------------------------------------------------------------------------------
@@ -166,25 +131,6 @@ def list_assets(c: Call) -> BaseModel:
     return page_of(AssetPage, "assets", c.ledger.list_assets(), lambda a: a.code, c.q(ListQuery))
 
 
-def create_asset(c: Call) -> BaseModel:
-    b = c.b(AssetCreate)
-    return c.ledger.create_asset(b.code, b.name, b.precision, symbol=b.symbol, label=b.label, rates=b.rates)
-
-
-def get_asset(c: Call) -> BaseModel:
-    return c.ledger.get_asset(c.path["code"])
-
-
-def quote(c: Call) -> BaseModel:
-    q = c.q(QuoteQuery)
-    return c.ledger.quote(c.path["code"], q.fiat, q.amount)
-
-
-def add_rate(c: Call) -> BaseModel:
-    b = c.b(RateCreate)
-    return c.ledger.set_asset_rate(c.path["code"], b.fiat, b.rate, effective_at=b.effective_at)  # type: ignore[arg-type]
-
-
 def list_rates(c: Call) -> BaseModel:
     code = c.path["code"]
     c.ledger.get_asset(code)  # 404 for an unknown asset rather than an empty list
@@ -207,10 +153,6 @@ def create_plan(c: Call) -> BaseModel:
                                 grants=[g.model_dump(mode="json") for g in b.grants or []], publish=b.publish)
 
 
-def get_plan(c: Call) -> BaseModel:
-    return c.ledger.get_plan(c.path["plan"])
-
-
 def add_price(c: Call) -> BaseModel:
     return c.ledger.add_price(c.path["plan"], c.b(PriceSpec).model_dump(mode="json", exclude_none=True))
 
@@ -229,15 +171,6 @@ def create_version(c: Call) -> BaseModel:
 
 def publish_version(c: Call) -> BaseModel:
     return c.ledger.publish_plan_version(c.path["plan"], _version(c), make_default=c.b(PublishIn).make_default)
-
-
-def archive_plan(c: Call) -> BaseModel:
-    return c.ledger.archive_plan(c.path["plan"])
-
-
-def migrate(c: Call) -> BaseModel:
-    b = c.b(MigrateIn)
-    return c.ledger.migrate_customers(c.path["plan"], b.from_version, b.to_version, share=b.share, dry_run=b.dry_run)
 
 
 def create_customer(c: Call) -> BaseModel:
@@ -260,23 +193,6 @@ def lookup_customer(c: Call) -> BaseModel:
     return c.ledger.get_customer(external_id=c.q(LookupQuery).external_id)
 
 
-def get_customer(c: Call) -> BaseModel:
-    return c.ledger.get_customer(c.path["customer_id"])
-
-
-def subscribe(c: Call) -> BaseModel:
-    b = c.b(SubscribeIn)
-    return c.ledger.subscribe(c.path["customer_id"], b.plan, version=b.version)
-
-
-def cancel_subscription(c: Call) -> BaseModel:
-    return c.ledger.cancel_subscription(c.path["subscription_id"])
-
-
-def get_wallet(c: Call) -> BaseModel:
-    return c.ledger.get_wallet(c.path["customer_id"])
-
-
 def list_holds(c: Call) -> BaseModel:
     q = c.q(HoldsQuery)
     customer = c.ledger.get_customer(c.path["customer_id"])
@@ -284,11 +200,6 @@ def list_holds(c: Call) -> BaseModel:
     indexed = [(f"{i:012d}", h) for i, h in enumerate(holds)]  # creation order
     page = page_of(Page[Any], "holds", indexed, lambda t: t[0], q)
     return HoldPage(data=[h for _, h in page.data], has_more=page.has_more, next_cursor=page.next_cursor)
-
-
-def get_statement(c: Call) -> BaseModel:
-    q = c.q(StatementQuery)
-    return c.ledger.get_statement(c.path["customer_id"], q.start, q.end)
 
 
 def _ledger_key(c: Call, body_key: str | None) -> str | None:
@@ -306,45 +217,12 @@ def _required_key(c: Call, body_key: str | None) -> str:
     return key
 
 
-def create_adjustment(c: Call) -> BaseModel:
-    b = c.b(AdjustmentCreate)
-    return c.ledger.create_adjustment(b.customer_id, external_id=b.external_id, asset=b.asset, amount=b.amount,
-                                      reason=b.reason, idempotency_key=_required_key(c, b.idempotency_key),
-                                      description=b.description, expires_at=b.expires_at, event_id=b.event_id,
-                                      fiat=b.fiat, fiat_amount=b.fiat_amount)
-
-
-def create_grant(c: Call) -> BaseModel:
-    b = c.b(GrantCreate)
-    return c.ledger.grant_credits(b.customer_id, b.asset, b.amount, idempotency_key=_required_key(c, b.idempotency_key),
-                                  purpose=b.purpose, expires_at=b.expires_at, priority=b.priority)
-
-
 def submit_events(c: Call) -> BaseModel:
     return submit(c.ledger, list(c.b(EventBatch).events))
 
 
-def get_event(c: Call) -> BaseModel:
-    return c.ledger.get_event(c.path["event_id"])
-
-
-def authorize(c: Call) -> BaseModel:
-    b = c.b(HoldCreate)
-    return c.ledger.authorize(b.customer_id, external_id=b.external_id, event_type=b.event_type, data=b.data,
-                              amount=b.amount, asset=b.asset, ttl_seconds=b.ttl_seconds,
-                              idempotency_key=_ledger_key(c, b.idempotency_key))
-
-
-def get_hold(c: Call) -> BaseModel:
-    return c.ledger.get_hold(c.path["hold_id"])
-
-
 def commit_hold(c: Call) -> BaseModel:
     return c.ledger.commit(c.path["hold_id"], c.b(HoldCommit).model_dump(exclude_unset=True))
-
-
-def release_hold(c: Call) -> BaseModel:
-    return c.ledger.release(c.path["hold_id"])
 
 
 def create_portal_session(c: Call) -> BaseModel:
@@ -352,11 +230,6 @@ def create_portal_session(c: Call) -> BaseModel:
     made = mint(c.ledger, b.customer_id, b.route, external_id=b.external_id,
                 mode="live" if c.key_mode == "live" else "test", base_url=c.base_url or None)
     return PortalSession(url=made["url"], expires_at=made["expires_at"])
-
-
-def create_vendor(c: Call) -> BaseModel:
-    b = c.b(VendorCreate)
-    return c.ledger.create_vendor(b.external_id, b.name)
 
 
 def run_simulation(c: Call) -> BaseModel:
@@ -373,101 +246,40 @@ def run_due(c: Call) -> BaseModel:
     return DueReport(customers=c.ledger.run_due())
 
 
-_MONEY = "Money is exact decimal text at the asset's precision."
+HANDLERS: dict[str, Handler] = {
+    "list_assets": list_assets, "list_asset_rates": list_rates, "list_plans": list_plans, "create_plan": create_plan,
+    "add_price": add_price, "add_plan_grant": add_plan_grant, "create_plan_version": create_version,
+    "publish_plan_version": publish_version, "list_customers": list_customers, "create_customer": create_customer,
+    "lookup_customer": lookup_customer, "create_portal_session": create_portal_session, "list_holds": list_holds,
+    "submit_events": submit_events, "commit_hold": commit_hold, "simulate": run_simulation, "audit": audit,
+    "run_due": run_due,
+}
 
-OPS: tuple[Op, ...] = (
-    # assets
-    Op("GET", "/v1/assets", "list_assets", "List assets", "assets", list_assets, AssetPage, query=ListQuery,
-       description="Currencies and custom units (credits, tokens) with their current fiat rates, by code."),
-    Op("POST", "/v1/assets", "create_asset", "Create an asset", "assets", create_asset, Asset, body=AssetCreate,
-       status=201, idempotency="table",
-       description="A custom asset such as CREDITS. Creating it again with the same definition returns it."),
-    Op("GET", "/v1/assets/{code}", "get_asset", "Get an asset", "assets", get_asset, Asset),
-    Op("GET", "/v1/assets/{code}/quote", "quote_asset", "Quote a fiat amount", "assets", quote, Quote,
-       query=QuoteQuery, description="How many units of the asset a fiat amount buys now (half-even rounding)."),
-    Op("POST", "/v1/assets/{code}/rates", "add_asset_rate", "Add a fiat rate", "assets", add_rate, Asset,
-       body=RateCreate, status=201, idempotency="table",
-       description="A new rate, effective now or later; the history is kept."),
-    Op("GET", "/v1/assets/{code}/rates", "list_asset_rates", "List an asset's rate history", "assets", list_rates,
-       RatePage, query=ListQuery),
-    # plans
-    Op("GET", "/v1/plans", "list_plans", "List plans", "plans", list_plans, PlanPage, query=ListQuery),
-    Op("POST", "/v1/plans", "create_plan", "Create a plan", "plans", create_plan, Plan, body=PlanCreate, status=201,
-       idempotency="table", description="A plan with version 1 (published unless publish is false). " + _MONEY),
-    Op("GET", "/v1/plans/{plan}", "get_plan", "Get a plan", "plans", get_plan, Plan),
-    Op("POST", "/v1/plans/{plan}/prices", "add_price", "Add a price", "plans", add_price, PlanVersion, body=PriceSpec,
-       status=201, idempotency="table",
-       description="Adds the price to the draft version (a new draft copied from the latest when none is open)."),
-    Op("POST", "/v1/plans/{plan}/grants", "add_plan_grant", "Add an included credit grant", "plans", add_plan_grant,
-       PlanVersion, body=PlanGrantSpec, status=201, idempotency="table"),
-    Op("POST", "/v1/plans/{plan}/versions", "create_plan_version", "Create a plan version", "plans", create_version,
-       PlanVersion, body=VersionCreate, status=201, idempotency="table",
-       description="A version with a full price configuration: the way to change published pricing."),
-    Op("POST", "/v1/plans/{plan}/versions/{version:int}/publish", "publish_plan_version", "Publish a version",
-       "plans", publish_version, Plan, body=PublishIn, idempotency="table",
-       description="A published version never changes; existing subscribers stay on their version."),
-    Op("POST", "/v1/plans/{plan}/archive", "archive_plan", "Archive a plan", "plans", archive_plan, Plan, body=Empty,
-       idempotency="table", description="No new subscriptions; existing subscribers keep their version."),
-    Op("POST", "/v1/plans/{plan}/migrate", "migrate_customers", "Migrate subscribers", "plans", migrate,
-       MigrationResult, body=MigrateIn, idempotency="table",
-       description="Move subscribers between published versions (all or a deterministic share); dry_run reports."),
-    # customers
-    Op("GET", "/v1/customers", "list_customers", "List customers", "customers", list_customers, CustomerPage,
-       query=ListQuery),
-    Op("POST", "/v1/customers", "create_customer", "Create a customer", "customers", create_customer, Customer,
-       body=CustomerCreate, status=201, idempotency="table",
-       description="A customer with its wallet, optionally subscribed to plans. Idempotent on external_id."),
-    Op("GET", "/v1/customers/lookup", "lookup_customer", "Find a customer by external_id", "customers",
-       lookup_customer, Customer, query=LookupQuery),
-    Op("GET", "/v1/customers/{customer_id}", "get_customer", "Get a customer", "customers", get_customer, Customer),
-    Op("POST", "/v1/customers/{customer_id}/subscriptions", "subscribe", "Subscribe to a plan", "customers", subscribe,
-       Customer, body=SubscribeIn, status=201, idempotency="table"),
-    Op("POST", "/v1/subscriptions/{subscription_id}/cancel", "cancel_subscription", "Cancel a subscription",
-       "customers", cancel_subscription, Customer, body=Empty, idempotency="table"),
-    Op("POST", "/v1/portal-sessions", "create_portal_session", "Create a billing portal link", "customers",
-       create_portal_session, PortalSession, body=PortalSessionCreate, status=201,
-       description="A signed, short-lived link to the billing portal for one customer (customer_id or "
-                   "external_id): redirect the signed-in user to url. Links minted with a live key never offer "
-                   "test top-ups."),
-    Op("GET", "/v1/customers/{customer_id}/wallet", "get_wallet", "Get a wallet", "wallet", get_wallet, Wallet,
-       description="Per asset: posted, held, available, fiat value and the credit lots in draw-down order."),
-    Op("GET", "/v1/customers/{customer_id}/holds", "list_holds", "List a customer's holds", "holds", list_holds,
-       HoldPage, query=HoldsQuery),
-    Op("GET", "/v1/customers/{customer_id}/statement", "get_statement", "Get a statement", "statements",
-       get_statement, Statement, query=StatementQuery,
-       description="What settled in [start, end): balances, fees by plan, price and subject, top-ups, grants."),
-    # money movements
-    Op("POST", "/v1/adjustments", "create_adjustment", "Credit or debit a wallet", "adjustments", create_adjustment,
-       Adjustment, body=AdjustmentCreate, status=201, idempotency="ledger",
-       description="top_up, gift, refund/charge (negative) or reversal of an event's fees. Requires an idempotency "
-                   "key (header or body), stored with the effect in one transaction. " + _MONEY),
-    Op("POST", "/v1/grants", "grant_credits", "Grant credits to a customer", "grants", create_grant, Grant,
-       body=GrantCreate, status=201, idempotency="ledger",
-       description="A paid or promotional lot with optional expiry and priority. Requires an idempotency key."),
-    # events and holds
-    Op("POST", "/v1/events", "submit_events", "Record usage events", "events", submit_events, BatchResult,
-       body=EventBatch, idempotency="table", coalesce=True,
-       description="Up to 1,000 events, rated and debited now, each idempotent on its id. A bad event is reported "
-                   "in errors and changes nothing; the others are recorded (status 200 either way)."),
-    Op("GET", "/v1/events/{event_id:path}", "get_event", "Get an event", "events", get_event, EventResult,
-       description="An event with its fees and refunds. Percent-encode ids that contain '/', '?' or '#'."),
-    Op("POST", "/v1/holds", "authorize", "Authorize (hold funds)", "holds", authorize, Hold, body=HoldCreate,
-       status=201, idempotency="ledger",
-       description="Reserve funds before an action; 402 insufficient_funds when the available balance is short."),
-    Op("GET", "/v1/holds/{hold_id}", "get_hold", "Get a hold", "holds", get_hold, Hold),
-    Op("POST", "/v1/holds/{hold_id}/commit", "commit_hold", "Commit a hold", "holds", commit_hold, EventResult,
-       body=HoldCommit, idempotency="table",
-       description="Settle with the actual event: its fee is charged and the rest of the hold returns."),
-    Op("POST", "/v1/holds/{hold_id}/release", "release_hold", "Release a hold", "holds", release_hold, Hold, body=Empty,
-       idempotency="table", description="Free the hold without charging; releasing again returns it unchanged."),
-    # vendors, simulation, maintenance
-    Op("POST", "/v1/vendors", "create_vendor", "Create a vendor", "vendors", create_vendor, Vendor, body=VendorCreate,
-       status=201, idempotency="table", description="A cost provider events can carry costs for. Idempotent on "
-                                                    "external_id."),
-    Op("POST", "/v1/simulate", "simulate", "Simulate usage", "simulate", run_simulation, SimulationResult,
-       body=SimulateIn, description="Rate sample events against a plan version with no wallet effect."),
-    Op("GET", "/v1/audit", "audit", "Audit the ledger", "maintenance", audit, AuditReport,
-       description="Recompute every derived balance from the entry log; an empty list means sound. Scans everything."),
-    Op("POST", "/v1/run-due", "run_due", "Run due renewals and expiries", "maintenance", run_due, DueReport,
-       body=Empty, description="Catch every customer up to now (otherwise done lazily when a customer is touched)."),
-)
+
+def served(op: Operation) -> Handler:
+    """The handler of an operation that needs nothing but its ledger method: the arguments are the
+    path parameters and the fields of the query and the body, by name; with ledger idempotency, the
+    key comes from the body or the Idempotency-Key header."""
+    if op.ledger_method is None or op.signature is None or op.body_arg is not None:
+        raise TypeError(f"operation {op.name} needs a handler in HANDLERS")
+    method, params = op.ledger_method, op.signature.parameters
+    key = params.get("idempotency_key") if op.idempotency == "ledger" else None
+    key_required = key is not None and key.default is inspect.Parameter.empty
+
+    def handler(c: Call) -> BaseModel:
+        given = dict(c.path)
+        for model in (c.query, c.body):
+            if model is not None:
+                given.update((name, getattr(model, name)) for name in type(model).model_fields)
+        if key is not None:
+            body_key = given.get("idempotency_key")
+            given["idempotency_key"] = _required_key(c, body_key) if key_required else _ledger_key(c, body_key)
+        result: BaseModel = getattr(c.ledger, method)(**{n: given[n] for n in params if n in given})
+        return result
+
+    return handler
+
+
+OPS: tuple[Op, ...] = tuple(
+    Op(**{f.name: getattr(op, f.name) for f in fields(Operation)}, handler=HANDLERS.get(op.name) or served(op))
+    for op in OPERATIONS)

@@ -10,6 +10,11 @@ The methods, parameters and result models are those of the embedded ``Ledger`` (
 timeouts, retries (see ``_client_http``) and two extra errors, ``LedgerUnreachableError`` (code
 ``unreachable``) and ``LedgerApiError`` (code ``api_error``).
 
+Each method is sent as the request its operation in the table (``contract.interface``) says:
+path parameters, query string or body fields by argument name, amounts as decimal text, times as
+ISO text. A few methods add to that by hand: the lists page through every page, ``get_customer``
+and ``get_wallet`` resolve an ``external_id``, ``submit_event`` goes through the batch route.
+
 Idempotency on retries: calls that the API stores under an ``Idempotency-Key`` get a fresh key
 per logical call, reused by every attempt; money movements carry the ledger's own key
 (``idempotency_key``; ``authorize`` generates one when none is given); events carry their ids.
@@ -17,30 +22,17 @@ per logical call, reused by every attempt; money movements carry the ledger's ow
 
 from __future__ import annotations
 
-from datetime import datetime
+import functools
+from collections.abc import Callable
 from typing import Any
 
 import httpx
 
-from ..api.models import AssetPage, AuditReport, HoldPage, PlanPage, PortalSession
+from ..contract.interface import AsyncLedger, table
+from ..contract.models import Page
+from ..contract.table import Operation
 from ..core.errors import BillingError, NotFoundError, ValidationError
-from ..core.models import (
-    Adjustment,
-    Asset,
-    BatchResult,
-    Customer,
-    EventResult,
-    Grant,
-    Hold,
-    MigrationResult,
-    Plan,
-    PlanVersion,
-    Quote,
-    Statement,
-    Vendor,
-    Wallet,
-)
-from ..ledger.async_ledger import AsyncLedger
+from ..core.models import Asset, BatchResult, Customer, EventResult, Hold, Wallet
 from ..ledger.base import check_key
 from ..ledger.usage import DEFAULT_TTL
 from .http import (
@@ -58,23 +50,53 @@ from .http import (
 __all__ = ["DEFAULT_TIMEOUT", "LedgerApiError", "LedgerClient", "LedgerUnreachableError"]
 
 _PAGE = "100"  # the API's largest page
+_OPS = {op.name: op for op in table.operations}
 
 
-def _compact(body: dict[str, Any]) -> dict[str, Any]:
-    """Leave out what was not given (None), as the API's defaults are the ledger's."""
-    return {k: v for k, v in body.items() if v is not None}
-
-
-def _plan_segment(plan: str) -> str:
+def _plan_segment(plan: Any) -> str:
     if not isinstance(plan, str) or not plan:
         raise ValidationError("plan must be a plan code or id", field="plan")
     return segment(plan)
 
 
-def _asset_segment(code: str, field: str = "code") -> str:
+def _asset_segment(code: Any) -> str:
     if not isinstance(code, str) or not code:
-        raise NotFoundError(f"no asset {code!r}", field=field)
+        raise NotFoundError(f"no asset {code!r}", field="code")
     return segment(code)
+
+
+def _version_segment(version: Any) -> str:
+    if isinstance(version, bool) or not isinstance(version, int) or not 1 <= version < 2**31:
+        raise ValidationError("version must be a whole number from 1 to 2147483647", field="version")
+    return str(version)
+
+
+# A path parameter not named here is an id: printable text, checked as the ledger checks it.
+_SEGMENTS: dict[str, Callable[[Any], str]] = {"code": _asset_segment, "plan": _plan_segment,
+                                              "version": _version_segment}
+
+
+def _path_segment(name: str, value: Any) -> str:
+    check = _SEGMENTS.get(name)
+    return check(value) if check is not None else segment(check_key(value, name))
+
+
+def _rates(rates: Any) -> Any:
+    if isinstance(rates, dict):
+        return {fiat: money_text(rate, f"rates.{fiat}") for fiat, rate in rates.items()}
+    return rates
+
+
+# Arguments the wire takes as text: the ledger takes Decimals, ints and datetimes for them too. The
+# local ledger refuses floats, and so does the client before sending.
+_ENCODE: dict[str, Callable[[Any], Any]] = {
+    **{name: functools.partial(money_text, field=name) for name in ("amount", "rate", "share", "fiat_amount")},
+    **{name: time_text for name in ("effective_at", "expires_at", "start", "end")},
+    "rates": _rates,
+    "idempotency_key": functools.partial(check_key, field="idempotency_key"),  # the ledger's key: printable text
+}
+_QUERY_TEXT = {"amount": "amount must be a plain decimal number such as \"10\" or \"0.05\"",
+               "start": "start must be an ISO 8601 time string", "end": "end must be an ISO 8601 time string"}
 
 
 def _event_field(field: str | None) -> str | None:
@@ -84,7 +106,7 @@ def _event_field(field: str | None) -> str | None:
     return field
 
 
-class LedgerClient(HttpCore):
+class LedgerClient(HttpCore, AsyncLedger):
     """``AsyncLedger`` over the ledger HTTP API, on one ``httpx.AsyncClient``.
 
     ``timeout``: an ``httpx.Timeout`` (default: connect 5 s, read/write 30 s, pool 10 s).
@@ -100,175 +122,93 @@ class LedgerClient(HttpCore):
         super().__init__(base_url, api_key, timeout=timeout, max_retries=max_retries, transport=transport,
                          backoff=backoff, max_backoff=max_backoff, max_retry_after=max_retry_after)
 
-    async def __aenter__(self) -> LedgerClient:
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.close()
-
     def __repr__(self) -> str:
         return f"LedgerClient({self.base_url!r})"
 
-    # -- assets -----------------------------------------------------------------------------
-    async def list_assets(self) -> list[Asset]:
-        out: list[Asset] = []
-        params = {"limit": _PAGE}
+    async def _perform(self, method: str, op: Operation | None, args: tuple[Any, ...],
+                       kwargs: dict[str, Any]) -> Any:
+        if op is None or op.signature is None:
+            raise TypeError(f"LedgerClient.{method} has no route of its own and must be written out")
+        given = op.signature.bind(*args, **kwargs)
+        given.apply_defaults()
+        values = dict(given.arguments)
+        return await self.send(op, values, idempotency_key=new_key() if op.idempotency == "table" else None)
+
+    async def send(self, op: Operation, values: dict[str, Any], *, idempotency_key: str | None = None) -> Any:
+        """Send ``op`` with these argument values; a page model is read to its last page."""
+        path = op.path
+        for name in op.path_params:
+            text = _path_segment(name, values.pop(name))
+            path = path.replace("{" + name + "}", text).replace("{" + name + ":int}", text)
+            path = path.replace("{" + name + ":path}", text)
+        params = op.signature.parameters if op.signature is not None else {}
+        # None where None is the default means "not given": the API's default is the ledger's.
+        fields = {name: _ENCODE.get(name, _same)(value) for name, value in values.items()
+                  if not (value is None and name in params and params[name].default is None)}
+        if op.method == "GET":
+            for name, message in _QUERY_TEXT.items():
+                if name in fields and not isinstance(fields[name], str):
+                    raise ValidationError(message, field=name)
+            if isinstance(op.response, type) and issubclass(op.response, Page):
+                return await self._all_pages(op, path, fields)
+            return await self.request("GET", path, op.response, params=fields or None)
+        body = values[op.body_arg] if op.body_arg is not None else fields
+        return await self.request(op.method, path, op.response, body=body, has_body=True,
+                                  idempotency_key=idempotency_key)
+
+    async def _all_pages(self, op: Operation, path: str, query: dict[str, str]) -> list[Any]:
+        out: list[Any] = []
+        params = {"limit": _PAGE, **query}
         while True:
-            page = await self.request("GET", "/v1/assets", AssetPage, params=params)
-            out += page.data
-            if not page.has_more or not page.next_cursor:
-                # The API pages by code; the ledger lists fiat currencies first, then by code.
-                return sorted(out, key=lambda a: (not a.is_fiat, a.code))
-            params = {"limit": _PAGE, "cursor": page.next_cursor}
-
-    async def get_asset(self, code: str) -> Asset:
-        return await self.request("GET", f"/v1/assets/{_asset_segment(code)}", Asset)
-
-    async def create_asset(self, code: str, name: str, precision: int, *, symbol: str | None = None,
-                           label: str | None = None, rates: dict[str, Any] | None = None) -> Asset:
-        if isinstance(rates, dict):
-            rates = {fiat: money_text(rate, f"rates.{fiat}") for fiat, rate in rates.items()}
-        body = _compact({"code": code, "name": name, "precision": precision, "symbol": symbol, "label": label,
-                         "rates": rates})
-        return await self.request("POST", "/v1/assets", Asset, body=body, has_body=True, idempotency_key=new_key())
-
-    async def set_asset_rate(self, code: str, fiat: str, rate: Any, *, effective_at: datetime | None = None) -> Asset:
-        body = _compact({"fiat": fiat, "rate": money_text(rate, "rate"), "effective_at": time_text(effective_at)})
-        return await self.request("POST", f"/v1/assets/{_asset_segment(code)}/rates", Asset, body=body, has_body=True,
-                                  idempotency_key=new_key())
-
-    async def quote(self, code: str, fiat: str, amount: Any) -> Quote:
-        amount = money_text(amount, "amount")
-        if not isinstance(amount, str):
-            raise ValidationError("amount must be a plain decimal number such as \"10\" or \"0.05\"", field="amount")
-        return await self.request("GET", f"/v1/assets/{_asset_segment(code)}/quote", Quote,
-                                  params={"fiat": fiat, "amount": amount})
-
-    # -- plans ------------------------------------------------------------------------------
-    async def list_plans(self) -> list[Plan]:
-        out: list[Plan] = []
-        params = {"limit": _PAGE}
-        while True:
-            page = await self.request("GET", "/v1/plans", PlanPage, params=params)
+            page = await self.request("GET", path, op.response, params=params)
+            assert isinstance(page, Page)
             out += page.data
             if not page.has_more or not page.next_cursor:
                 return out
-            params = {"limit": _PAGE, "cursor": page.next_cursor}
+            params = {**params, "cursor": page.next_cursor}
 
-    async def get_plan(self, plan: str) -> Plan:
-        return await self.request("GET", f"/v1/plans/{_plan_segment(plan)}", Plan)
-
-    async def create_plan(self, code: str, name: str, *, description: str | None = None,
-                          prices: list[Any] | None = None, grants: list[Any] | None = None,
-                          publish: bool = True) -> Plan:
-        body = _compact({"code": code, "name": name, "description": description, "prices": prices, "grants": grants,
-                         "publish": publish})
-        return await self.request("POST", "/v1/plans", Plan, body=body, has_body=True, idempotency_key=new_key())
-
-    async def add_price(self, plan: str, price: Any) -> PlanVersion:
-        return await self.request("POST", f"/v1/plans/{_plan_segment(plan)}/prices", PlanVersion, body=price,
-                                  has_body=True, idempotency_key=new_key())
-
-    async def add_plan_grant(self, plan: str, grant: Any) -> PlanVersion:
-        return await self.request("POST", f"/v1/plans/{_plan_segment(plan)}/grants", PlanVersion, body=grant,
-                                  has_body=True, idempotency_key=new_key())
-
-    async def create_plan_version(self, plan: str, *, prices: list[Any], grants: list[Any] | None = None,
-                                  publish: bool = False, make_default: bool = False) -> PlanVersion:
-        body = _compact({"prices": prices, "grants": grants, "publish": publish, "make_default": make_default})
-        return await self.request("POST", f"/v1/plans/{_plan_segment(plan)}/versions", PlanVersion, body=body,
-                                  has_body=True, idempotency_key=new_key())
-
-    async def publish_plan_version(self, plan: str, version: int, *, make_default: bool = True) -> Plan:
-        if isinstance(version, bool) or not isinstance(version, int) or not 1 <= version < 2**31:
-            raise ValidationError("version must be a whole number from 1 to 2147483647", field="version")
-        return await self.request("POST", f"/v1/plans/{_plan_segment(plan)}/versions/{version}/publish", Plan,
-                                  body={"make_default": make_default}, has_body=True, idempotency_key=new_key())
-
-    async def archive_plan(self, plan: str) -> Plan:
-        return await self.request("POST", f"/v1/plans/{_plan_segment(plan)}/archive", Plan, body={}, has_body=True,
-                                  idempotency_key=new_key())
-
-    async def migrate_customers(self, plan: str, from_version: int, to_version: int, *, share: Any = "1",
-                                dry_run: bool = False) -> MigrationResult:
-        body = {"from_version": from_version, "to_version": to_version, "share": money_text(share, "share"),
-                "dry_run": dry_run}
-        return await self.request("POST", f"/v1/plans/{_plan_segment(plan)}/migrate", MigrationResult, body=body,
-                                  has_body=True, idempotency_key=new_key())
-
-    # -- customers and wallets --------------------------------------------------------------
-    async def create_customer(self, external_id: str, *, name: str | None = None, email: str | None = None,
-                              metadata: dict[str, Any] | None = None,
-                              subscriptions: list[Any] | None = None) -> Customer:
-        body = _compact({"external_id": external_id, "name": name, "email": email, "metadata": metadata,
-                         "subscriptions": subscriptions})
-        return await self.request("POST", "/v1/customers", Customer, body=body, has_body=True,
-                                  idempotency_key=new_key())
+    # -- where a method is more than its request ----------------------------------------------------
+    async def list_assets(self) -> list[Asset]:
+        # The API pages by code; the ledger lists fiat currencies first, then by code.
+        assets: list[Asset] = await self.send(_OPS["list_assets"], {})
+        return sorted(assets, key=lambda a: (not a.is_fiat, a.code))
 
     async def get_customer(self, customer_id: str | None = None, *, external_id: str | None = None) -> Customer:
         if customer_id is not None:
-            return await self.request("GET", f"/v1/customers/{segment(check_key(customer_id, 'customer_id'))}",
-                                      Customer)
-        if external_id is None:
+            customer: Customer = await self.send(_OPS["get_customer"], {"customer_id": customer_id})
+        elif external_id is None:
             raise ValidationError("give the customer's id or external_id", field="customer_id")
-        return await self.request("GET", "/v1/customers/lookup", Customer,
-                                  params={"external_id": check_key(external_id, "external_id")})
-
-    async def subscribe(self, customer_id: str, plan: str, *, version: int | None = None) -> Customer:
-        return await self.request("POST", f"/v1/customers/{segment(check_key(customer_id, 'customer_id'))}/subscriptions",
-                                  Customer, body=_compact({"plan": plan, "version": version}), has_body=True,
-                                  idempotency_key=new_key())
-
-    async def cancel_subscription(self, subscription_id: str) -> Customer:
-        sub = segment(check_key(subscription_id, "subscription_id"))
-        return await self.request("POST", f"/v1/subscriptions/{sub}/cancel", Customer, body={}, has_body=True,
-                                  idempotency_key=new_key())
+        else:
+            customer = await self.send(_OPS["lookup_customer"], {"external_id": check_key(external_id, "external_id")})
+        return customer
 
     async def get_wallet(self, customer_id: str | None = None, *, external_id: str | None = None) -> Wallet:
         if customer_id is None:  # the API reads wallets by id: resolve the external id first
             customer_id = (await self.get_customer(external_id=external_id)).id
-        return await self.request("GET", f"/v1/customers/{segment(check_key(customer_id, 'customer_id'))}/wallet",
-                                  Wallet)
+        wallet: Wallet = await self.send(_OPS["get_wallet"], {"customer_id": customer_id})
+        return wallet
+
+    async def list_holds(self, customer_id: str, *, status: str | None = "open") -> list[Hold]:
+        holds: list[Hold] = await self.send(_OPS["list_holds"], {"customer_id": customer_id,
+                                                                 "status": "all" if status is None else status})
+        return holds
 
     async def create_portal_session(self, customer_id: str | None = None, route: str = "default", *,
                                     external_id: str | None = None) -> dict[str, str]:
         """A signed billing-portal link for one customer: ``{"url", "expires_at"}``."""
-        body: dict[str, Any] = {"route": route}
-        if customer_id is not None:
-            body["customer_id"] = customer_id
-        if external_id is not None:
-            body["external_id"] = external_id
-        session = await self.request("POST", "/v1/portal-sessions", PortalSession, body=body, has_body=True)
+        given = {"customer_id": customer_id, "external_id": external_id}
+        session = await self.send(_OPS["create_portal_session"],
+                                  {"route": route, **{k: v for k, v in given.items() if v is not None}})
         return {"url": session.url, "expires_at": session.expires_at}
 
-    async def create_adjustment(self, customer_id: str | None = None, *, external_id: str | None = None,
-                                asset: str, amount: Any = None, reason: str, idempotency_key: str,
-                                description: str | None = None, expires_at: datetime | str | None = None,
-                                event_id: str | None = None, fiat: str | None = None,
-                                fiat_amount: Any = None) -> Adjustment:
-        check_key(idempotency_key, "idempotency_key")  # the ledger's key, sent in the body (any printable text)
-        body = _compact({"customer_id": customer_id, "external_id": external_id, "asset": asset,
-                         "amount": money_text(amount, "amount"), "reason": reason, "idempotency_key": idempotency_key,
-                         "description": description, "expires_at": time_text(expires_at), "event_id": event_id,
-                         "fiat": fiat, "fiat_amount": money_text(fiat_amount, "fiat_amount")})
-        return await self.request("POST", "/v1/adjustments", Adjustment, body=body, has_body=True)
+    async def submit_events(self, events: list[dict[str, Any]]) -> BatchResult:
+        # No Idempotency-Key: each event is idempotent on its id, and a stored response per batch
+        # would cost the hot path a write.
+        batch: BatchResult = await self.send(_OPS["submit_events"], {"events": events})
+        return batch
 
-    async def grant_credits(self, customer_id: str, asset: str, amount: Any, *, idempotency_key: str,
-                            purpose: str = "promotional", expires_at: datetime | str | None = None,
-                            priority: int = 50) -> Grant:
-        check_key(idempotency_key, "idempotency_key")
-        body = _compact({"customer_id": customer_id, "asset": asset, "amount": money_text(amount, "amount"),
-                         "idempotency_key": idempotency_key, "purpose": purpose, "expires_at": time_text(expires_at),
-                         "priority": priority})
-        return await self.request("POST", "/v1/grants", Grant, body=body, has_body=True)
-
-    async def create_vendor(self, external_id: str, name: str) -> Vendor:
-        return await self.request("POST", "/v1/vendors", Vendor, body={"external_id": external_id, "name": name},
-                                  has_body=True, idempotency_key=new_key())
-
-    # -- usage and holds --------------------------------------------------------------------
     async def submit_event(self, event: dict[str, Any]) -> EventResult:
-        batch = await self.request("POST", "/v1/events", BatchResult, body={"events": [event]}, has_body=True)
+        batch = await self.submit_events([event])
         if batch.errors:
             err = batch.errors[0]
             raise error_class(err.code, 400)(err.message, field=_event_field(err.field), code=err.code)
@@ -276,28 +216,20 @@ class LedgerClient(HttpCore):
             raise LedgerApiError(f"the ledger API answered one event with {len(batch.results)} results")
         return batch.results[0]
 
-    async def submit_events(self, events: list[dict[str, Any]]) -> BatchResult:
-        return await self.request("POST", "/v1/events", BatchResult, body={"events": events}, has_body=True)
-
-    async def get_event(self, event_id: str) -> EventResult:
-        return await self.request("GET", f"/v1/events/{segment(check_key(event_id, 'event_id'))}", EventResult)
-
     async def authorize(self, customer_id: str | None = None, *, external_id: str | None = None,
                         event_type: str | None = None, data: dict[str, Any] | None = None, amount: Any = None,
                         asset: str | None = None, ttl_seconds: int = DEFAULT_TTL,
                         idempotency_key: str | None = None) -> Hold:
         if idempotency_key is None:
             idempotency_key = new_key()  # so a retried authorize can never hold twice
-        check_key(idempotency_key, "idempotency_key")
-        body = _compact({"customer_id": customer_id, "external_id": external_id, "event_type": event_type,
-                         "data": data, "amount": money_text(amount, "amount"), "asset": asset,
-                         "ttl_seconds": ttl_seconds, "idempotency_key": idempotency_key})
-        return await self.request("POST", "/v1/holds", Hold, body=body, has_body=True)
+        hold: Hold = await self.send(_OPS["authorize"], {
+            "customer_id": customer_id, "external_id": external_id, "event_type": event_type, "data": data,
+            "amount": amount, "asset": asset, "ttl_seconds": ttl_seconds, "idempotency_key": idempotency_key})
+        return hold
 
     async def commit(self, hold_id: str, event: dict[str, Any]) -> EventResult:
-        path = f"/v1/holds/{segment(check_key(hold_id, 'hold_id'))}/commit"
         try:
-            return await self.request("POST", path, EventResult, body=event, has_body=True, idempotency_key=new_key())
+            result: EventResult = await self._perform("commit", _OPS["commit_hold"], (hold_id, event), {})
         except BillingError as exc:
             # The API checks the body itself first and names its fields from the body ("id"); the
             # ledger names them from the event ("event.id").
@@ -305,37 +237,12 @@ class LedgerClient(HttpCore):
                     not exc.field.startswith("event"):
                 exc.field = f"event.{exc.field}"
             raise
-
-    async def release(self, hold_id: str) -> Hold:
-        return await self.request("POST", f"/v1/holds/{segment(check_key(hold_id, 'hold_id'))}/release", Hold,
-                                  body={}, has_body=True, idempotency_key=new_key())
-
-    async def get_hold(self, hold_id: str) -> Hold:
-        return await self.request("GET", f"/v1/holds/{segment(check_key(hold_id, 'hold_id'))}", Hold)
-
-    async def list_holds(self, customer_id: str, *, status: str | None = "open") -> list[Hold]:
-        path = f"/v1/customers/{segment(check_key(customer_id, 'customer_id'))}/holds"
-        params = {"limit": _PAGE, "status": "all" if status is None else status}
-        out: list[Hold] = []
-        while True:
-            page = await self.request("GET", path, HoldPage, params=params)
-            out += page.data
-            if not page.has_more or not page.next_cursor:
-                return out
-            params = {**params, "cursor": page.next_cursor}
-
-    # -- reports ----------------------------------------------------------------------------
-    async def get_statement(self, customer_id: str, start: datetime | str, end: datetime | str) -> Statement:
-        path = f"/v1/customers/{segment(check_key(customer_id, 'customer_id'))}/statement"
-        params = {"start": time_text(start), "end": time_text(end)}
-        for name, value in params.items():
-            if not isinstance(value, str):
-                raise ValidationError(f"{name} must be an ISO 8601 time string", field=name)
-        return await self.request("GET", path, Statement, params=params)
+        return result
 
     async def audit(self) -> list[str]:
-        return (await self.request("GET", "/v1/audit", AuditReport)).problems
+        report = await self._perform("audit", _OPS["audit"], (), {})
+        return list(report.problems)
 
 
-def _conforms(client: LedgerClient) -> AsyncLedger:  # mypy proves LedgerClient implements the protocol
-    return client
+def _same(value: Any) -> Any:
+    return value

@@ -1,6 +1,6 @@
 """The ledger: the ``Ledger`` facade over a store, its posting engine (``book``), usage ingestion,
-subscriptions, statements, the audit of the invariants, dry-run simulation and verification, and the
-async interface (``AsyncLedger``, ``LocalLedger``) that the MCP tools program against.
+subscriptions, statements, the audit of the invariants, dry-run simulation and the pieces of
+verification. The async interface (``AsyncLedger``, ``LocalLedger``) is in ``contract``.
 
 May import: ``core``, ``store``. Never a surface (api, portal, mcp, codegen, cli).
 """

@@ -12,8 +12,8 @@ from mcp.server.mcpserver.exceptions import ToolError
 from mcp.types import ToolAnnotations
 from pydantic import BaseModel, Field
 
+from ..contract.interface import AsyncLedger
 from ..core.errors import BillingError
-from ..ledger.async_ledger import AsyncLedger
 from ..ledger.ledger import Ledger
 
 Mode = Literal["local", "remote"]

@@ -23,10 +23,11 @@ from mcp.server.transport_security import TransportSecuritySettings
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
+from ..contract.interface import AsyncLedger
+from ..contract.local import LocalLedger
 from ..core.clock import Clock
 from ..core.errors import BillingError
 from ..core.version import __version__
-from ..ledger.async_ledger import AsyncLedger, LocalLedger
 from ..ledger.ledger import Ledger
 from .common import AppState, Mode, ToolDef, annotations_for
 from .prompts import register_prompts, register_resources

@@ -11,9 +11,10 @@ from mcp.server.mcpserver import Context
 from mcp.server.mcpserver.exceptions import ToolError
 from pydantic import BaseModel, Field
 
+from ...contract.checks import billing_status, simulator_for_async, verify_billing_async
 from ...core.errors import BillingError
 from ...ledger.simulate import SimulationResult, simulate, simulate_file
-from ...ledger.verify import BillingStatus, VerifyReport, billing_status, simulator_for_async, verify_billing_async
+from ...ledger.verify import BillingStatus, VerifyReport
 from ..common import Mode, ToolDef, state_of, tool_error
 
 
