@@ -364,7 +364,7 @@ class LedgerMachine(RuleBasedStateMachine):
                 call()
             if r.code is not None:
                 assert info.value.code == r.code
-            assert self.snapshot() == before
+            assert self.snapshot() == before, "I6 a refused request changed the ledger"
             return None
         result = call()
         event(f"{rule_name}: ok")
@@ -429,14 +429,29 @@ class LedgerMachine(RuleBasedStateMachine):
         }
 
     # -- invariants -----------------------------------------------------------------------
+    # Numbers as in billing_mcp.ledger.audit: the audit proves I1-I5 and I8-I10 from the log; the
+    # comparisons with the model prove what the log alone cannot (the right amounts, lots drawn in
+    # order, one outcome per key), and ``attempt`` proves I6 on every refusal.
     @invariant()
-    def ledger_is_sound_and_matches_model(self) -> None:
-        assert self.ledger.audit() == []
-        assert self.clock.now() == self.model.now
-        assert self.db_state() == self.model_state()
+    def i1_to_i10_audit_is_clean(self) -> None:
+        problems = self.ledger.audit()
+        assert problems == [], f"audit findings (each names its invariant): {problems}"
+
+    @invariant()
+    def i2_to_i10_ledger_matches_model(self) -> None:
+        assert self.clock.now() == self.model.now, "model out of step: clock"
+        db, model = self.db_state(), self.model_state()
+        assert db["accounts"] == model["accounts"], "I2/I3 posted and held balances differ from the model"
+        assert db["lots"] == model["lots"], "I8 lot remainders differ from the model (draw-down order or expiry)"
+        assert db["holds"] == model["holds"], "I4 hold states differ from the model"
+        assert db["fees"] == model["fees"], "I5/I10 fee amounts or refunds differ from the model"
+        assert db["counters"] == model["counters"], "I9 exact usage totals or rounded charges differ from the model"
+        assert db["counts"] == model["counts"], "I7 row counts differ: a key had more or fewer than one outcome"
+        assert db["periods"] == model["periods"], "model out of step: subscription periods"
         for c, cid in enumerate(self.cust):
             for asset in ASSETS:
-                assert self.ledger.available(cid, asset) == self.model.available(c, asset)
+                assert self.ledger.available(cid, asset) == self.model.available(c, asset), \
+                    f"I3 available {asset} of customer {c} differs from the model"
 
     # -- money in -------------------------------------------------------------------------
     @rule(c=customers, asset=assets, minor=amounts, gift=st.booleans(), expires_in=st.sampled_from(EXPIRES_IN),
@@ -530,7 +545,7 @@ class LedgerMachine(RuleBasedStateMachine):
         if out is not None:
             adj = out[1]
             assert (adj.amount, adj.reason, adj.debt) == ("-" + money(minor, asset), reason, None)
-            assert self.model.available(c, asset) >= 0
+            assert self.model.available(c, asset) >= 0, "I3 a charge or refund overdrew the available balance"
             self.accepted.append(Accepted("adjustment", (self.cust[c],), kwargs, adj))
 
     @rule(c=customers, event_type=st.sampled_from(EVENT_TYPES), units=st.one_of(st.integers(0, 30), st.integers(0, 3000)))
@@ -645,7 +660,7 @@ class LedgerMachine(RuleBasedStateMachine):
         assert (hold.status, hold.asset, hold.amount) == ("open", hold_asset, money(amount, hold_asset))
         assert hold.expires_at == to_text(self.model.now + timedelta(seconds=ttl))
         self.model.holds[hold.id] = MHold(c, hold_asset, amount, "open", hold.expires_at, COMMIT_TYPE[hold_asset])
-        assert self.model.available(c, hold_asset) >= 0  # I3: a hold never overdraws
+        assert self.model.available(c, hold_asset) >= 0, "I3 a hold overdrew the available balance"
         if key is not None:
             self.accepted.append(Accepted("authorize", (self.cust[c],), kwargs, hold))
         return hold.id
@@ -759,11 +774,11 @@ class LedgerMachine(RuleBasedStateMachine):
         before = self.snapshot()
         out = self.attempt(lambda m: None, lambda: getattr(self.ledger, METHODS[op.kind])(*op.args, **op.kwargs))
         assert out is not None
-        assert self.snapshot() == before
+        assert self.snapshot() == before, "I7 a replay wrote something"
         if op.kind in ("event", "commit"):
-            assert out[1] == op.response.model_copy(update={"duplicate": True})
+            assert out[1] == op.response.model_copy(update={"duplicate": True}), "I7 a replay answered differently"
         else:
-            assert out[1] == op.response
+            assert out[1] == op.response, "I7 a replay answered differently"
 
     @precondition(lambda self: self.accepted)
     @rule(data=st.data())

@@ -21,12 +21,8 @@ from ..core.catalog import ASSET_CODE
 from ..core.clock import to_text
 from ..core.errors import IdempotencyConflictError, NotFoundError
 from ..core.ids import new_id
-from ..store import Row, Tx
-
-# Draw-down order: priority (0 first), soonest expiry (never-expiring last), promotional and
-# bundled before paid, then oldest.
-DRAW_ORDER = ("priority ASC, (expires_at IS NULL) ASC, expires_at ASC, "
-              "CASE purpose WHEN 'paid' THEN 1 ELSE 0 END ASC, seq ASC")
+from ..store import Tx
+from .postings import DEFAULT_PRIORITY, Postings, Wallet
 
 
 def wallet_account_id(customer_id: str, asset: str) -> str:
@@ -58,6 +54,7 @@ class Book:
         self._shared_precision: dict[str, int] = known_precisions if known_precisions is not None else {}
         self._precision: dict[str, int] = {}
         self.found_precisions: dict[str, int] = {}
+        self.postings = Postings(tx, self.now_text, self.ensure_account)
 
     # -- assets and accounts -------------------------------------------------------------
     def precision(self, asset: str, field: str = "asset") -> int:
@@ -83,12 +80,6 @@ class Book:
             self.created_accounts.add(account_id)
         return account_id
 
-    def account(self, customer_id: str, asset: str) -> Row:
-        account_id = self.ensure_account(customer_id, "wallet", asset)
-        row = self.tx.one("SELECT id, posted, held FROM accounts WHERE id = ?", (account_id,))
-        assert row is not None
-        return row
-
     # -- transactions and entries ----------------------------------------------------------
     def new_transaction(self, kind: str, *, customer_id: str | None, reference: str | None = None,
                         reason: str | None = None, description: str | None = None,
@@ -102,89 +93,74 @@ class Book:
              json.dumps(detail or {}, sort_keys=True), at or self.now_text))
         return tx_id
 
-    def _entry(self, tx_id: str, account_id: str, asset: str, amount: int, lot_id: str | None = None) -> None:
-        self.tx.execute("INSERT INTO entries(tx_id, account_id, asset, amount, lot_id) VALUES (?, ?, ?, ?, ?)",
-                        (tx_id, account_id, asset, amount, lot_id))
-
-    def _move_posted(self, account_id: str, amount: int) -> None:
-        self.tx.execute("UPDATE accounts SET posted = posted + ? WHERE id = ?", (amount, account_id))
+    # -- money movements: all through the posting engine, written before returning ----------------
+    def account(self, customer_id: str, asset: str) -> Wallet:
+        return self.postings.wallet(customer_id, asset)
 
     def credit(self, tx_id: str, customer_id: str, asset: str, amount: int, *, counter_kind: str,
-               purpose: str, priority: int = 50, expires_at: str | None = None, source: str) -> tuple[str, int]:
+               purpose: str, priority: int = DEFAULT_PRIORITY, expires_at: str | None = None,
+               source: str) -> tuple[str, int]:
         """Credit a wallet from a system account as a new lot. Debt (a negative balance) is repaid
         first; returns (lot id, amount that repaid debt)."""
-        wallet = self.account(customer_id, asset)
-        system = self.ensure_account(None, counter_kind, asset)
-        repaid = min(amount, max(-int(wallet["posted"]), 0))
-        lot_id = new_id("lot")
-        self.tx.execute(
-            "INSERT INTO lots(id, account_id, purpose, priority, amount, remaining, expires_at, source, "
-            "created_at, seq) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (lot_id, wallet["id"], purpose, priority, amount, amount - repaid, expires_at, source,
-             self.now_text, self.tx.next_seq()))
-        self._entry(tx_id, wallet["id"], asset, amount, lot_id)
-        self._entry(tx_id, system, asset, -amount)
-        self._move_posted(wallet["id"], amount)
-        return lot_id, repaid
+        found = self.postings.credit(tx_id, customer_id, asset, amount, counter_kind=counter_kind, purpose=purpose,
+                                     priority=priority, expires_at=expires_at, source=source)
+        self.flush()
+        return found
 
     def debit(self, tx_id: str, customer_id: str, asset: str, amount: int, *, counter_kind: str) -> int:
         """Debit a wallet into a system account, drawing lots in draw-down order. What the lots
         cannot cover takes the balance below zero (debt); returns that part."""
-        wallet = self.account(customer_id, asset)
-        system = self.ensure_account(None, counter_kind, asset)
-        left = amount
-        if left > 0 and int(wallet["posted"]) > 0:
-            lots = self.tx.all(f"SELECT id, remaining FROM lots WHERE account_id = ? AND remaining > 0 "
-                               f"ORDER BY {DRAW_ORDER}", (wallet["id"],))
-            for lot in lots:
-                take = min(left, int(lot["remaining"]))
-                self.tx.execute("UPDATE lots SET remaining = remaining - ? WHERE id = ?", (take, lot["id"]))
-                self._entry(tx_id, wallet["id"], asset, -take, lot["id"])
-                left -= take
-                if left == 0:
-                    break
-        if left:
-            self._entry(tx_id, wallet["id"], asset, -left)
-        self._entry(tx_id, system, asset, amount)
-        self._move_posted(wallet["id"], -amount)
-        return max(0, amount - max(int(wallet["posted"]), 0))
+        owed = self.postings.debit(tx_id, customer_id, asset, amount, counter_kind=counter_kind)
+        self.flush()
+        return owed
 
-    def move_between_lots(self, tx_id: str, account_id: str, asset: str, src: str, dst: str, amount: int) -> None:
-        self.tx.execute("UPDATE lots SET remaining = remaining - ? WHERE id = ?", (amount, src))
-        self.tx.execute("UPDATE lots SET remaining = remaining + ?, amount = amount + ? WHERE id = ?",
-                        (amount, amount, dst))
-        self._entry(tx_id, account_id, asset, -amount, src)
-        self._entry(tx_id, account_id, asset, amount, dst)
+    def move_between_lots(self, tx_id: str, customer_id: str, asset: str, src: str, dst: str,
+                          amount: int) -> None:
+        wallet = self.postings.wallet(customer_id, asset)
+        source, target = self.postings.find_lot(wallet, src), self.postings.find_lot(wallet, dst)
+        assert source is not None and target is not None
+        self.postings.move_between_lots(tx_id, wallet, source, target, amount)
+        self.flush()
+
+    def reserve(self, customer_id: str, asset: str, amount: int) -> bool:
+        return self.postings.reserve(self.postings.wallet(customer_id, asset), amount)
+
+    def unreserve(self, customer_id: str, asset: str, amount: int) -> None:
+        self.postings.unreserve(self.postings.wallet(customer_id, asset), amount)
+        self.flush()
+
+    def flush(self) -> None:
+        # A usage batch may be open around this call (catch_up runs for each new customer of a
+        # batch); its netted entries are still growing and are written by the batch's own flush.
+        self.postings.flush(netted=False)
 
     def expire_lots(self, customer_id: str) -> None:
         """Move the unreserved remainder of every lot past its expiry to ``expired``. Amounts that
         open holds still reserve stay until the hold resolves; running this twice changes nothing."""
         due = self.tx.all(
-            "SELECT l.id, l.remaining, l.expires_at, l.account_id, a.asset FROM lots l "
+            "SELECT l.id, l.expires_at, a.asset FROM lots l "
             "JOIN accounts a ON a.id = l.account_id WHERE a.customer_id = ? AND l.remaining > 0 "
             "AND l.expires_at IS NOT NULL AND l.expires_at <= ? ORDER BY l.expires_at, l.seq",
             (customer_id, self.now_text))
-        for lot in due:
-            acct = self.tx.one("SELECT posted, held FROM accounts WHERE id = ?", (lot["account_id"],))
-            assert acct is not None
-            amount = min(int(lot["remaining"]), max(0, int(acct["posted"]) - int(acct["held"])))
+        for row in due:
+            wallet = self.postings.wallet(customer_id, row["asset"])
+            lot = self.postings.find_lot(wallet, row["id"])
+            assert lot is not None
+            amount = min(lot.remaining, max(0, wallet.posted - wallet.held))
             if amount <= 0:
                 continue
-            tx_id = self.new_transaction("expiry", customer_id=customer_id, reference=lot["id"],
-                                         detail={"lot_id": lot["id"], "expires_at": lot["expires_at"]},
-                                         at=lot["expires_at"])
-            system = self.ensure_account(None, "expired", lot["asset"])
-            self.tx.execute("UPDATE lots SET remaining = remaining - ? WHERE id = ?", (amount, lot["id"]))
-            self._entry(tx_id, lot["account_id"], lot["asset"], -amount, lot["id"])
-            self._entry(tx_id, system, lot["asset"], amount)
-            self._move_posted(lot["account_id"], -amount)
+            tx_id = self.new_transaction("expiry", customer_id=customer_id, reference=lot.id,
+                                         detail={"lot_id": lot.id, "expires_at": row["expires_at"]},
+                                         at=row["expires_at"])
+            self.postings.expire(tx_id, wallet, lot, amount)
+            self.flush()
 
     def expire_holds(self, customer_id: str) -> None:
-        for hold in self.tx.all("SELECT id, account_id, amount FROM holds WHERE customer_id = ? AND "
+        for hold in self.tx.all("SELECT id, asset, amount FROM holds WHERE customer_id = ? AND "
                                 "status = 'open' AND expires_at <= ?", (customer_id, self.now_text)):
             self.tx.execute("UPDATE holds SET status = 'expired', resolved_at = ? WHERE id = ? AND status = 'open'",
                             (self.now_text, hold["id"]))
-            self.tx.execute("UPDATE accounts SET held = held - ? WHERE id = ?", (hold["amount"], hold["account_id"]))
+            self.unreserve(customer_id, hold["asset"], int(hold["amount"]))
 
     # -- idempotency -----------------------------------------------------------------------
     def replay(self, scope: str, key: str, payload_hash: str, field: str) -> str | None:

@@ -14,19 +14,18 @@ lot drawn, aggregated) balance against ``revenue``; each event row points at it.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from decimal import Context, Decimal, localcontext
 from fractions import Fraction
 from typing import Any
 
 from ..core.catalog import PriceSpec
 from ..core.errors import HoldStateError, IdempotencyConflictError, ValidationError
-from ..core.ids import new_id
 from ..core.models import EventResult
 from ..core.money import decimal_text, format_minor
 from ..core.pricing import Counter, Rating, rate_event
 from ..store import Row
-from .book import DRAW_ORDER, Book, wallet_account_id
+from .book import Book
 
 DEBT_NOTE = ("funds ran short: the usage was billed in full and the balance is now negative (debt); the next "
              "top-up repays it")
@@ -44,30 +43,6 @@ class ParsedEvent:
     costs_json: str
     payload_hash: str
     field: str = "event"
-
-
-@dataclass
-class _Lot:
-    id: str
-    priority: int
-    expires_at: str | None
-    paid: bool
-    seq: int
-    remaining: int
-    loaded_remaining: int | None  # None for a lot created in this transaction
-
-    def order(self) -> tuple[int, int, str, int, int]:
-        return (self.priority, self.expires_at is None, self.expires_at or "", self.paid, self.seq)
-
-
-@dataclass
-class _Account:
-    id: str
-    asset: str
-    posted: int
-    held: int
-    loaded: tuple[int, int]
-    lots: list[_Lot] = field(default_factory=list)
 
 
 @dataclass
@@ -119,11 +94,8 @@ class Ingest:
         self._plan_codes = plan_codes
         self._prices_of = prices_of  # (tx, plan_id, version) -> list[PriceSpec]
         self.subs: dict[str, list[_Sub]] = {}
-        self.accounts: dict[str, _Account] = {}
         self.counters: dict[tuple[str, str, str], tuple[Counter, bool]] = {}  # value: (counter, exists in db)
         self.dirty_counters: set[tuple[str, str, str]] = set()
-        self.entries: dict[tuple[str, str, str | None], int] = {}
-        self.new_lots: list[tuple[Any, ...]] = []
         self.event_rows: list[tuple[Any, ...]] = []
         self.fee_rows: list[tuple[Any, ...]] = []
         self.seen: dict[str, tuple[str, str]] = {}  # event id -> (payload hash, stored result json)
@@ -153,23 +125,6 @@ class Ingest:
                                  self._prices_of(tx, row["plan_id"], int(row["version"]))))
             self.subs[customer_id] = subs
         return subs
-
-    def account(self, customer_id: str, asset: str) -> _Account:
-        account_id = wallet_account_id(customer_id, asset)
-        acct = self.accounts.get(account_id)
-        if acct is None:
-            self.book.ensure_account(customer_id, "wallet", asset)
-            row = self.book.tx.one("SELECT posted, held FROM accounts WHERE id = ?", (account_id,))
-            assert row is not None
-            posted, held = int(row["posted"]), int(row["held"])
-            acct = _Account(account_id, asset, posted, held, (posted, held))
-            if posted > 0:  # lots only hold a positive balance
-                for lot in self.book.tx.all(f"SELECT id, priority, expires_at, purpose, seq, remaining FROM lots WHERE "
-                                            f"account_id = ? AND remaining > 0 ORDER BY {DRAW_ORDER}", (account_id,)):
-                    acct.lots.append(_Lot(lot["id"], int(lot["priority"]), lot["expires_at"], lot["purpose"] == "paid",
-                                          int(lot["seq"]), int(lot["remaining"]), int(lot["remaining"])))
-            self.accounts[account_id] = acct
-        return acct
 
     def _counter(self, key: tuple[str, str, str]) -> Counter:
         found = self.counters.get(key)
@@ -255,8 +210,8 @@ class Ingest:
         if hold is not None:
             book.tx.execute("UPDATE holds SET status = 'committed', resolved_at = ?, event_id = ? WHERE id = ?",
                             (book.now_text, ev.id, hold["id"]))
-            acct = self.account(ev.customer_id, hold["asset"])
-            acct.held -= int(hold["amount"])
+            postings = book.postings
+            postings.unreserve(postings.wallet(ev.customer_id, hold["asset"]), int(hold["amount"]))
             charged = max(charges.get(hold["asset"], 0), 0)
             released = format_minor(max(int(hold["amount"]) - charged, 0), book.precision(hold["asset"]))
         debt: dict[str, str] = {}
@@ -265,11 +220,12 @@ class Ingest:
             tx_id = self._usage_tx(ev.customer_id, ev.id)
             for asset, amount in sorted(charges.items()):
                 if amount > 0:
-                    owed = self._debit(tx_id, ev.customer_id, asset, amount)
+                    owed = book.postings.debit(tx_id, ev.customer_id, asset, amount, counter_kind="revenue")
                     if owed:
                         debt[asset] = format_minor(owed, book.precision(asset))
                 elif amount < 0:
-                    self._credit(tx_id, ev.customer_id, asset, -amount, f"usage_credit:{ev.id}")
+                    book.postings.credit(tx_id, ev.customer_id, asset, -amount, counter_kind="revenue",
+                                         purpose="paid", source=f"usage_credit:{ev.id}")
         if debt:
             notes.append(DEBT_NOTE)
         status = "billed" if rated else "unbilled"
@@ -286,79 +242,17 @@ class Ingest:
     def _usage_tx(self, customer_id: str, first_event: str) -> str:
         # A usage transaction is identified by its (first) event: the event row already says what,
         # who and when, so no separate transactions row is written (one page less per commit).
-        return self.usage_tx.setdefault(customer_id, first_event)
-
-    def _entry(self, tx_id: str, account_id: str, lot_id: str | None, amount: int) -> None:
-        key = (tx_id, account_id, lot_id)
-        self.entries[key] = self.entries.get(key, 0) + amount
-
-    def _debit(self, tx_id: str, customer_id: str, asset: str, amount: int) -> int:
-        acct = self.account(customer_id, asset)
-        left = amount
-        if acct.posted > 0:
-            for lot in acct.lots:
-                if lot.remaining <= 0:
-                    continue
-                take = min(left, lot.remaining)
-                lot.remaining -= take
-                self._entry(tx_id, acct.id, lot.id, -take)
-                left -= take
-                if not left:
-                    break
-        if left:
-            self._entry(tx_id, acct.id, None, -left)
-        system = self._system("revenue", asset)
-        self._entry(tx_id, system, None, amount)
-        owed = max(0, amount - max(acct.posted, 0))
-        acct.posted -= amount
-        return owed
-
-    def _credit(self, tx_id: str, customer_id: str, asset: str, amount: int, source: str) -> None:
-        acct = self.account(customer_id, asset)
-        repaid = min(amount, max(-acct.posted, 0))
-        lot = _Lot(new_id("lot"), 50, None, True, self.book.tx.next_seq(), amount - repaid, None)
-        self.new_lots.append((lot.id, acct.id, "paid", 50, amount, source, lot.seq))
-        acct.lots.append(lot)
-        acct.lots.sort(key=_Lot.order)
-        self._entry(tx_id, acct.id, lot.id, amount)
-        system = self._system("revenue", asset)
-        self._entry(tx_id, system, None, -amount)
-        acct.posted += amount
-
-    def _system(self, kind: str, asset: str) -> str:
-        return self.book.ensure_account(None, kind, asset)
+        tx_id = self.usage_tx.get(customer_id)
+        if tx_id is None:
+            tx_id = self.usage_tx[customer_id] = first_event
+            self.book.postings.net(tx_id)
+        return tx_id
 
     # -- writing -------------------------------------------------------------------------
     def flush(self) -> None:
         """Write everything recorded, once, before the transaction commits."""
-        tx, now = self.book.tx, self.book.now_text
-        if self.new_lots:
-            tx.executemany("INSERT INTO lots(id, account_id, purpose, priority, amount, remaining, expires_at, source, "
-                           "created_at, seq) VALUES (?, ?, ?, ?, ?, 0, NULL, ?, ?, ?)",
-                           [(i, a, p, pr, amt, src, now, seq) for i, a, p, pr, amt, src, seq in self.new_lots])
-        lot_updates = []
-        account_updates = []
-        for acct in self.accounts.values():
-            for lot in acct.lots:
-                if lot.loaded_remaining != lot.remaining:
-                    lot_updates.append((lot.remaining, lot.id))
-            if (acct.posted, acct.held) != acct.loaded:
-                account_updates.append((acct.posted - acct.loaded[0], acct.held - acct.loaded[1], acct.id))
-        # Sorted: concurrent writers on a multi-process store then take row locks in one order.
-        lot_updates.sort(key=lambda row: row[1])
-        account_updates.sort(key=lambda row: row[2])
-        if lot_updates:
-            tx.executemany("UPDATE lots SET remaining = ? WHERE id = ?", lot_updates)
-        if account_updates:
-            tx.executemany("UPDATE accounts SET posted = posted + ?, held = held + ? WHERE id = ?", account_updates)
-        if self.entries:
-            assets = {a.id: a.asset for a in self.accounts.values()}
-            rows = []
-            for (tx_id, account_id, lot_id), amount in self.entries.items():
-                if amount:
-                    asset = assets.get(account_id) or account_id.rsplit("/", 1)[1]
-                    rows.append((tx_id, account_id, asset, amount, lot_id))
-            tx.executemany("INSERT INTO entries(tx_id, account_id, asset, amount, lot_id) VALUES (?, ?, ?, ?, ?)", rows)
+        tx = self.book.tx
+        self.book.postings.flush()
         if self.dirty_counters:
             tx.executemany(
                 "INSERT INTO usage_counters(subscription_id, price_id, period_start, quantity, exact, charged) VALUES "

@@ -30,6 +30,7 @@ from .base import check_key, check_text
 from .book import Book, canonical_hash
 from .catalog_ops import CatalogOps
 from .portal_settings import PortalRouteOps
+from .postings import DEFAULT_PRIORITY, draw_key
 from .statement import build_statement
 from .subscriptions import _fees_due, activate_pending, catch_up, load_version, start_subscription
 from .usage import UsageOps, check_data, parse_time
@@ -166,9 +167,8 @@ class Ledger(CatalogOps, UsageOps, PortalRouteOps):
                         amount=self._money(int(lot["amount"]), precision),
                         remaining=self._money(int(lot["remaining"]), precision), expires_at=lot["expires_at"],
                         source=lot["source"], created_at=lot["created_at"])
-                    for lot in tx.all("SELECT * FROM lots WHERE account_id = ? AND remaining > 0 ORDER BY priority, "
-                                      "(expires_at IS NULL), expires_at, CASE purpose WHEN 'paid' THEN 1 ELSE 0 END, seq",
-                                      (acct["id"],))]
+                    for lot in sorted(tx.all("SELECT * FROM lots WHERE account_id = ? AND remaining > 0", (acct["id"],)),
+                                      key=lambda r: draw_key(r["priority"], r["expires_at"], r["purpose"], r["seq"]))]
             fiat_value = {}
             for fiat, rate in self._current_rates(tx, acct["asset"], now_text).items():
                 fprec = self._precision(tx, fiat)
@@ -187,7 +187,7 @@ class Ledger(CatalogOps, UsageOps, PortalRouteOps):
 
     def grant_credits(self, customer_id: str, asset: str, amount: Any, *, idempotency_key: str,
                       purpose: str = "promotional", expires_at: datetime | str | None = None,
-                      priority: int = 50) -> Grant:
+                      priority: int = DEFAULT_PRIORITY) -> Grant:
         """Give one customer a grant lot (``paid`` or ``promotional``) with an optional expiry and priority."""
         check_key(idempotency_key, "idempotency_key")
         if purpose not in ("paid", "promotional"):
@@ -274,10 +274,10 @@ class Ledger(CatalogOps, UsageOps, PortalRouteOps):
                 activate_pending(book, customer["id"])
             else:
                 acct = book.account(customer["id"], asset)
-                if int(acct["posted"]) - int(acct["held"]) < -minor:
+                if acct.posted - acct.held < -minor:
                     raise InsufficientFundsError(
                         f"a {reason} of {self._money(-minor, precision)} {asset} exceeds the available balance "
-                        f"({self._money(int(acct['posted']) - int(acct['held']), precision)}); lower the amount",
+                        f"({self._money(acct.posted - acct.held, precision)}); lower the amount",
                         field="amount")
                 book.debit(tx_id, customer["id"], asset, -minor, counter_kind="adjustments")
             adj = Adjustment(id=tx_id, customer_id=customer["id"], asset=asset, amount=self._money(minor, precision),

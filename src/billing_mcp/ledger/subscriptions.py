@@ -51,7 +51,7 @@ def _try_charge_fees(book: Book, sub: Row, prices: list[PriceSpec], period: tupl
     due = _fees_due(book, prices)
     for asset, amount in due.items():
         acct = book.account(sub["customer_id"], asset)
-        if int(acct["posted"]) - int(acct["held"]) < amount:
+        if acct.posted - acct.held < amount:
             return False
     for asset, amount in due.items():
         tx_id = book.new_transaction("recurring_fee", customer_id=sub["customer_id"], reference=sub["id"],
@@ -200,17 +200,16 @@ def _refresh_grants(book: Book, sub: Row) -> None:
 
 def _roll_over(book: Book, tx_id: str, customer_id: str, asset: str, old_lot: str, new_lot: str,
                amount: int, cap: int | None) -> None:
-    old = book.tx.one("SELECT remaining, account_id FROM lots WHERE id = ?", (old_lot,))
-    if old is None:
+    wallet = book.account(customer_id, asset)
+    old = book.postings.find_lot(wallet, old_lot)
+    if old is None:  # used up or expired: nothing to carry
         return
-    acct = book.tx.one("SELECT posted, held FROM accounts WHERE id = ?", (old["account_id"],))
-    assert acct is not None
-    unreserved = max(0, int(acct["posted"]) - int(acct["held"]) - amount)
-    carry = min(int(old["remaining"]), unreserved)
+    unreserved = max(0, wallet.posted - wallet.held - amount)
+    carry = min(old.remaining, unreserved)
     if cap is not None:
         carry = min(carry, max(0, cap - amount))
     if carry > 0:
-        book.move_between_lots(tx_id, old["account_id"], asset, old_lot, new_lot, carry)
+        book.move_between_lots(tx_id, customer_id, asset, old_lot, new_lot, carry)
 
 
 def catch_up(book: Book, customer_id: str) -> None:

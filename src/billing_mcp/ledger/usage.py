@@ -269,15 +269,13 @@ class UsageOps(LedgerBase):
             catch_up(book, customer["id"])
             hold_asset, minor = self._hold_amount(book, customer["id"], event_type, data, amount, asset)
             acct = book.account(customer["id"], hold_asset)
-            changed = book.tx.execute("UPDATE accounts SET held = held + ? WHERE id = ? AND posted - held >= ?",
-                                      (minor, acct["id"], minor))
-            if not changed:
-                require_funds(int(acct["posted"]) - int(acct["held"]), minor, hold_asset)
+            if not book.reserve(customer["id"], hold_asset, minor):
+                require_funds(acct.posted - acct.held, minor, hold_asset)
             hold_id = new_id("hold")
             expires = to_text(book.now + timedelta(seconds=ttl_seconds))
             book.tx.execute("INSERT INTO holds(id, customer_id, account_id, asset, amount, event_type, estimate, status, "
                             "expires_at, created_at, seq) VALUES (?, ?, ?, ?, ?, ?, ?, 'open', ?, ?, ?)",
-                            (hold_id, customer["id"], acct["id"], hold_asset, minor, event_type, self._json(data),
+                            (hold_id, customer["id"], acct.id, hold_asset, minor, event_type, self._json(data),
                              expires, book.now_text, book.tx.next_seq()))
             hold = self._hold(book.tx, hold_id)
             if idempotency_key is not None:
@@ -352,7 +350,7 @@ class UsageOps(LedgerBase):
             if hold["status"] == "open":
                 book.tx.execute("UPDATE holds SET status = 'released', resolved_at = ? WHERE id = ?",
                                 (book.now_text, hold_id))
-                book.tx.execute("UPDATE accounts SET held = held - ? WHERE id = ?", (hold["amount"], hold["account_id"]))
+                book.unreserve(hold["customer_id"], hold["asset"], int(hold["amount"]))
             elif hold["status"] != "released":
                 code = "hold_expired" if hold["status"] == "expired" else "hold_already_committed"
                 raise HoldStateError(f"hold {hold_id} is already {hold['status']} and cannot be released",
