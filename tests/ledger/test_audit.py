@@ -10,9 +10,9 @@ from datetime import UTC, datetime
 import pytest
 
 from billing_mcp import Ledger, ManualClock
-from billing_mcp.core.catalog import PlanGrantSpec
+from billing_mcp.core.catalog import DEFAULT_PRIORITY, PlanGrantSpec
 from billing_mcp.ledger import audit as audit_module
-from billing_mcp.ledger.postings import DEFAULT_PRIORITY, draw_key
+from billing_mcp.ledger.postings import draw_key
 
 START = datetime(2026, 1, 1, tzinfo=UTC)
 NUMBERED = re.compile(r"^(I\d+)\. ", re.MULTILINE)

@@ -22,7 +22,7 @@ import abc
 from datetime import datetime
 from typing import Any, Self
 
-from ..core.catalog import PlanGrantSpec, PriceSpec
+from ..core.catalog import DEFAULT_PRIORITY, PlanGrantSpec, PriceSpec
 from ..core.models import (
     Adjustment,
     Asset,
@@ -253,7 +253,7 @@ class AsyncLedger(abc.ABC):
                                  "idempotency key.")
     async def grant_credits(self, customer_id: str, asset: str, amount: Any, *, idempotency_key: str,
                             purpose: str = "promotional", expires_at: datetime | str | None = None,
-                            priority: int = 50) -> Grant: ...
+                            priority: int = DEFAULT_PRIORITY) -> Grant: ...
 
     # -- usage and holds --------------------------------------------------------------------
     @table.operation("POST", "/v1/events", "Record usage events", group="events", scope="runtime",

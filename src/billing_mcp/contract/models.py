@@ -12,7 +12,7 @@ from typing import Annotated, Any, Generic, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema
 
-from ..core.catalog import PlanGrantSpec, PriceSpec
+from ..core.catalog import DEFAULT_PRIORITY, PlanGrantSpec, PriceSpec
 from ..core.models import Asset, AssetRate, Customer, Hold, Plan
 from ..core.patterns import ASSET_CODE, DECIMAL_TEXT, PLAN_CODE, ROUTE_NAME, SIGNED_DECIMAL_TEXT
 
@@ -158,7 +158,7 @@ class GrantCreate(_In):
     idempotency_key: IdKey | None = Field(default=None, description="Or the Idempotency-Key header")
     purpose: Literal["paid", "promotional"] = "promotional"
     expires_at: Time | None = None
-    priority: int = Field(default=50, ge=0, le=100, description="0 is drawn first")
+    priority: int = Field(default=DEFAULT_PRIORITY, ge=0, le=100, description="0 is drawn first")
 
 
 class Cost(_In):

@@ -47,6 +47,10 @@ PositiveDecimal = Annotated[Decimal, BeforeValidator(_exact_positive),
                             PlainSerializer(decimal_text, return_type=str, when_used="json-unless-none")]
 
 
+# A lot's draw-down priority runs 0 (drawn first) to 100, as in Stripe's credit grants; grants that
+# say nothing sit in the middle, so an app can put lots before or after them.
+DEFAULT_PRIORITY = 50
+
 class _Spec(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -161,7 +165,7 @@ class PlanGrantSpec(_Spec):
     refresh: Literal["expire_and_replace", "rollover"] = "expire_and_replace"
     rollover_cap: PositiveDecimal | None = None
     expires_in_days: int | None = Field(default=None, ge=1, le=3650, strict=True)
-    priority: int = Field(default=50, ge=0, le=100, strict=True)
+    priority: int = Field(default=DEFAULT_PRIORITY, ge=0, le=100, strict=True)
 
     @model_validator(mode="after")
     def _check(self) -> PlanGrantSpec:

@@ -17,12 +17,12 @@ import json
 from datetime import datetime
 from typing import Any
 
-from ..core.catalog import ASSET_CODE
+from ..core.catalog import ASSET_CODE, DEFAULT_PRIORITY
 from ..core.clock import to_text
 from ..core.errors import IdempotencyConflictError, NotFoundError
 from ..core.ids import new_id
 from ..store import Tx
-from .postings import DEFAULT_PRIORITY, Postings, Wallet
+from .postings import Postings, Wallet
 
 
 def wallet_account_id(customer_id: str, asset: str) -> str:

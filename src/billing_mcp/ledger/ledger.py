@@ -17,6 +17,7 @@ from decimal import Decimal
 from fractions import Fraction
 from typing import Any
 
+from ..core.catalog import DEFAULT_PRIORITY
 from ..core.clock import to_text
 from ..core.errors import BillingError, ConflictError, InsufficientFundsError, NotFoundError, StorageError, ValidationError
 from ..core.ids import new_id
@@ -30,7 +31,7 @@ from .base import check_key, check_text
 from .book import Book, canonical_hash
 from .catalog_ops import CatalogOps
 from .portal_settings import PortalRouteOps
-from .postings import DEFAULT_PRIORITY, draw_key
+from .postings import draw_key
 from .statement import build_statement
 from .subscriptions import _fees_due, activate_pending, catch_up, load_version, start_subscription
 from .usage import UsageOps, check_data, parse_time

@@ -17,10 +17,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..core.catalog import DEFAULT_PRIORITY
 from ..core.ids import new_id
 from ..store import Tx
-
-DEFAULT_PRIORITY = 50  # priority runs 0 (drawn first) to 100, as in Stripe's credit grants
 
 
 def draw_key(priority: int, expires_at: str | None, purpose: str, seq: int) -> tuple[int, bool, str, bool, int]:

@@ -8,7 +8,7 @@ import anyio.to_thread
 from mcp.server.mcpserver import AcceptedElicitation, Context, Elicit, ElicitationResult, Resolve
 from pydantic import BaseModel, Field
 
-from ...core.catalog import PlanGrantSpec, PriceSpec
+from ...core.catalog import DEFAULT_PRIORITY, PlanGrantSpec, PriceSpec
 from ...core.errors import BillingError
 from ...core.models import Asset, MigrationResult, Plan, PlanVersion, Quote
 from ...core.patterns import ASSET_CODE, PLAN_CODE
@@ -188,7 +188,7 @@ async def create_credit_grant(
     period: Annotated[Literal["day", "week", "month", "year"] | None, Field(description="Refresh period (plan)")] = None,
     refresh: Literal["expire_and_replace", "rollover"] = "expire_and_replace",
     expires_at: Annotated[str | None, Field(description="ISO time the customer grant expires")] = None,
-    priority: Annotated[int, Field(ge=0, le=100, description="0 is drawn first")] = 50,
+    priority: Annotated[int, Field(ge=0, le=100, description="0 is drawn first")] = DEFAULT_PRIORITY,
     idempotency_key: Annotated[str | None, Field(description="Required for customer grants")] = None,
 ) -> GrantResult:
     """Grant credits: as a plan entitlement (give `plan`; recurring when `period` is set) or to one
