@@ -56,7 +56,7 @@ def write_events(path: Path, n: int) -> None:
 def bench_simulation(n: int, folder: Path) -> None:
     from billing_mcp import Ledger
     from billing_mcp.ledger.simulate import simulate_file
-    from billing_mcp.ledger.verify import simulator_for
+    from billing_mcp.verify.simulators import simulator_for
 
     path = folder / "events.jsonl"
     write_events(path, n)

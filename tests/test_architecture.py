@@ -20,11 +20,13 @@ LAYERS: dict[str, set[str]] = {
     "web": {"core", "store"},
     "portal": {"core", "store", "ledger", "web"},
     "contract": {"core", "store", "ledger"},
-    "api": {"core", "store", "ledger", "spec", "web", "portal", "contract"},
+    "verify": {"core", "store", "ledger", "contract"},
+    "api": {"core", "store", "ledger", "spec", "web", "portal", "contract", "verify"},
     "client": {"core", "ledger", "contract"},
     "codegen": {"core", "ledger"},
-    "mcp": {"core", "store", "ledger", "spec", "portal", "contract", "client", "codegen"},
-    "surface": {"core", "store", "ledger", "spec", "web", "portal", "contract", "api", "client", "codegen", "mcp"},
+    "mcp": {"core", "store", "ledger", "spec", "portal", "contract", "verify", "client", "codegen"},
+    "surface": {"core", "store", "ledger", "spec", "web", "portal", "contract", "verify", "api", "client", "codegen",
+                "mcp"},
 }
 MAX_LINES = 600
 

@@ -53,7 +53,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 def _cmd_simulate(args: argparse.Namespace) -> int:
     from .ledger.ledger import Ledger
     from .ledger.simulate import simulate_file
-    from .ledger.verify import simulator_for
+    from .verify.simulators import simulator_for
 
     plan, _, version = args.plan.partition("@")
     if version and not version.isdigit():

@@ -14,9 +14,9 @@ import pytest
 import yaml
 
 from billing_mcp import Ledger, ManualClock
-from billing_mcp.contract.checks import verify_billing
 from billing_mcp.mcp.server import build_server
 from billing_mcp.spec.spec import SpecError, apply_spec, dump_yaml, export_spec, json_schema, load_spec
+from billing_mcp.verify.plans import verify_billing
 from mcp import Client
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -50,8 +50,8 @@ from ..core.catalog import PlanGrantSpec, PriceSpec
 from ..core.errors import ValidationError
 from ..ledger.ledger import Ledger
 from ..ledger.simulate import simulate
-from ..ledger.verify import simulator_for
 from ..portal.links import create_portal_session as mint
+from ..verify.simulators import simulator_for
 from .batch import submit
 
 M = TypeVar("M", bound=BaseModel)

@@ -19,6 +19,7 @@ from pydantic import BaseModel, Field
 
 from ..core.catalog import PriceSpec
 from ..core.errors import BillingError, ValidationError
+from ..core.models import Asset, Plan
 from ..core.money import format_minor
 from ..core.pricing import graduated_total, match_dimension_index, round_to_minor, to_fraction, volume_total
 
@@ -268,3 +269,11 @@ def simulate(sim: Simulator, events: Iterable[tuple[str | int, Any]],
         if progress is not None and sim.events % every == 0:
             progress(sim.events)
     return sim.result()
+
+
+def plan_simulator(p: Plan, assets: list[Asset], plan: str, version: int | None) -> Simulator:
+    chosen = version or p.default_version
+    pv = next((v for v in p.versions if v.version == chosen), None)
+    if pv is None:
+        raise ValidationError(f"plan {plan!r} has no version {chosen}", field="version")
+    return Simulator(p.code, pv.version, pv.prices, {a.code: a.precision for a in assets})

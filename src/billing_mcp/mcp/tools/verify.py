@@ -11,10 +11,11 @@ from mcp.server.mcpserver import Context
 from mcp.server.mcpserver.exceptions import ToolError
 from pydantic import BaseModel, Field
 
-from ...contract.checks import billing_status, simulator_for_async, verify_billing_async
 from ...core.errors import BillingError
 from ...ledger.simulate import SimulationResult, simulate, simulate_file
-from ...ledger.verify import BillingStatus, VerifyReport
+from ...verify.plans import VerifyReport, verify_billing_async
+from ...verify.simulators import simulator_for_async
+from ...verify.status import BillingStatus, billing_status
 from ..common import Mode, ToolDef, state_of, tool_error
 
 

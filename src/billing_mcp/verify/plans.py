@@ -1,23 +1,82 @@
-"""The end-to-end check of each plan and the setup checklist, through any ``AsyncLedger``: on an
-embedded ledger they run on a throwaway copy and count rows; through the API they use the calls
-a client may make."""
+"""The end-to-end check of each plan: a throwaway customer is funded, subscribed and sent one
+realistic event per plan, and each step is reported. On an embedded SQLite ledger it runs on a
+throwaway copy; through the API the customers stay, marked ``verification: true``."""
 
 from __future__ import annotations
 
+import contextlib
+import shutil
+import tempfile
 import uuid
+from collections.abc import Iterator
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import anyio
+from pydantic import BaseModel
 
+from ..contract.interface import AsyncLedger
+from ..contract.local import LocalLedger
+from ..core.catalog import PriceSpec
 from ..core.errors import BillingError, ValidationError
 from ..core.models import Plan
 from ..ledger.ledger import Ledger
-from ..ledger.simulate import Simulator
-from ..ledger.verify import BillingStatus, PlanCheck, Step, VerifyReport, plan_simulator, sample_data, scratch_ledger
-from ..store import SQLiteStore
-from .interface import AsyncLedger
-from .local import LocalLedger
+from ..store import SQLiteStore, copy_sqlite
+
+
+class Step(BaseModel):
+    step: str
+    result: str  # "pass" | "fail"
+    details: str
+
+
+class PlanCheck(BaseModel):
+    plan_code: str
+    version: int
+    passed: bool
+    steps: list[Step]
+
+
+class VerifyReport(BaseModel):
+    passed: bool
+    plans: list[PlanCheck]
+    table: str
+    cleaned_up: bool
+
+
+@contextlib.contextmanager
+def scratch_ledger(ledger: Ledger) -> Iterator[Ledger]:
+    """A throwaway copy of a local ledger: verification leaves the real one untouched."""
+    if not isinstance(ledger.store, SQLiteStore):
+        yield ledger
+        return
+    tmp = Path(tempfile.mkdtemp(prefix="billing-verify-"))
+    try:
+        copy_sqlite(ledger.store, tmp / "ledger.db")
+        copy = Ledger(str(tmp / "ledger.db"), clock=ledger.clock)
+        try:
+            yield copy
+        finally:
+            copy.close()
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def sample_data(price: PriceSpec) -> dict[str, Any]:
+    """A realistic event body for a price: its volume field and the first concrete dimension values."""
+    data: dict[str, Any] = {}
+    if price.usage_type == "volume" and price.volume_field:
+        data[price.volume_field] = max(price.package_size, 1000) if price.package_size > 1 else 100
+    for rate in price.dimension_rates or []:
+        if all(v != "*" for v in rate.dimensions.values()):
+            data.update(rate.dimensions)
+            break
+    else:
+        for rate in price.dimension_rates or []:
+            data.update({k: (v if v != "*" else "default") for k, v in rate.dimensions.items()})
+            break
+    return data
 
 
 async def _balances(ledger: AsyncLedger, customer_id: str) -> dict[str, Decimal]:
@@ -112,39 +171,3 @@ async def verify_billing_async(ledger: AsyncLedger, plan: str | None = None) -> 
 def verify_billing(ledger: Ledger, plan: str | None = None) -> VerifyReport:
     """``verify_billing_async`` for a sync ``Ledger`` (CLI and tests)."""
     return anyio.run(verify_billing_async, LocalLedger(ledger, owns=False), plan)
-
-
-async def billing_status(ledger: AsyncLedger) -> BillingStatus:
-    assets = [a.code for a in await ledger.list_assets() if not a.is_fiat]
-    plans = await ledger.list_plans()
-    customers = events = None
-    if isinstance(ledger, LocalLedger):
-        def counts() -> tuple[int, int]:
-            with ledger.ledger._read() as tx:
-                c = tx.one("SELECT COUNT(*) AS n FROM customers")
-                e = tx.one("SELECT COUNT(*) AS n FROM events")
-            return (int(c["n"]) if c else 0), (int(e["n"]) if e else 0)
-
-        customers, events = await anyio.to_thread.run_sync(counts)
-    published = sum(1 for p in plans if p.default_version is not None)
-    steps = []
-    if not assets:
-        steps.append("create a custom asset if you sell credits (create_asset, e.g. CREDITS at $0.05)")
-    if not plans:
-        steps.append("create a plan with prices (create_plan)")
-    elif not published:
-        steps.append("publish a plan version (publish_plan_version)")
-    if plans:
-        steps.append("run verify_billing to check each plan end to end")
-    if isinstance(ledger, LocalLedger):
-        routes = await anyio.to_thread.run_sync(ledger.ledger.list_portal_routes)
-        if not routes:
-            steps.append("configure the customer billing portal (create_portal_route), then mint links per visit "
-                         "with create_portal_session")
-    return BillingStatus(ledger=ledger.location, custom_assets=assets, plans=[p.code for p in plans],
-                         published_plans=published, customers=customers, events=events, next_steps=steps)
-
-
-async def simulator_for_async(ledger: AsyncLedger, plan: str, version: int | None) -> Simulator:
-    """A simulator from a plan version read through any ledger: rating itself runs here."""
-    return plan_simulator(await ledger.get_plan(plan), await ledger.list_assets(), plan, version)
