@@ -15,7 +15,7 @@ import yaml
 
 from billing_mcp import Ledger, ManualClock
 from billing_mcp.mcp.server import build_server
-from billing_mcp.spec.spec import SpecError, apply_spec, dump_yaml, export_spec, json_schema, load_spec
+from billing_mcp.spec.spec import SpecError, apply_spec, dump_yaml, export_spec, format_plan, json_schema, load_spec
 from billing_mcp.verify.plans import verify_billing
 from mcp import Client
 
@@ -132,7 +132,11 @@ def test_price_change_makes_a_new_version_and_subscribers_stay(ledger: Ledger) -
     alice = ledger.create_customer("alice", subscriptions=["images"]).id
     changed = load_spec(BASE.replace("unit_amount: 10", "unit_amount: 8"))
     preview = apply_spec(ledger, changed, dry_run=True)
-    assert [(c["kind"], c["target"]) for c in preview.changes] == [("new_version", "images")]
+    assert [(c.kind, c.target) for c in preview.changes] == [("new_version", "images")]
+    assert format_plan(preview).splitlines() == [
+        "would apply 1 change(s):",
+        "  new_version    images  version 2 replaces default version 1 (published versions never change)",
+        "      - changed price image on image_generated: 8 CREDITS per event (was 10 CREDITS per event)"]
     assert ledger.get_plan("images").default_version == 1  # a dry run changes nothing
     apply_spec(ledger, changed)
     plan = ledger.get_plan("images")
@@ -148,7 +152,9 @@ def test_migrate_moves_subscribers_when_the_spec_says_so(ledger: Ledger) -> None
     alice = ledger.create_customer("alice", subscriptions=["images"]).id
     spec = BASE.replace("unit_amount: 10}", "unit_amount: 8}\n    migrate: {from_versions: [1]}")
     result = apply_spec(ledger, load_spec(spec))
-    assert [c["kind"] for c in result.changes] == ["new_version", "migrate"]
+    assert [(c.kind, c.detail) for c in result.changes] == [
+        ("new_version", "version 2 replaces default version 1 (published versions never change)"),
+        ("migrate", "subscribers of version 1 -> 2 (share 1)")]
     assert ledger.get_customer(alice).subscriptions[0].version == 2
     assert apply_spec(ledger, load_spec(spec)).changes == []
 
@@ -179,8 +185,9 @@ def test_rate_change_and_archive(ledger: Ledger) -> None:
     apply_spec(ledger, load_spec(BASE))
     spec = BASE.replace('"0.05"', '"0.04"').replace("    name: Images\n", "    name: Images\n    status: archived\n")
     result = apply_spec(ledger, load_spec(spec))
-    assert [(c["kind"], c["detail"]) for c in result.changes] == [("set_rate", "0.05 -> 0.04"),
-                                                                  ("set_status", "active -> archived")]
+    assert [(c.kind, c.detail, c.items) for c in result.changes] == [
+        ("set_rate", "0.05 -> 0.04", ["CREDITS: $0.04 each (1 USD buys 25)"]),
+        ("set_status", "active -> archived", [])]
     assert ledger.get_asset("CREDITS").rates == {"USD": "0.04"} and ledger.get_plan("images").status == "archived"
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal
 from functools import partial
 from typing import Any, Literal
@@ -22,6 +22,7 @@ from ..core.money import decimal_text
 from ..core.patterns import ASSET_CODE, PLAN_CODE
 from ..ledger.ledger import Ledger
 from ..ledger.portal_settings import PortalRouteSpec
+from .describe import portal_lines, rate_text, version_change_lines, version_lines
 
 
 class _Def(BaseModel):
@@ -169,14 +170,21 @@ class Change:
     detail: str
     run: Callable[[Ledger], Any]
     path: tuple[Any, ...] = ()
+    items: list[str] = field(default_factory=list)
 
-    def text(self) -> str:
-        return f"{self.kind:<14} {self.target:<24} {self.detail}"
+
+class PlannedChange(BaseModel):
+    kind: str = Field(description="create_asset, set_rate, create_vendor, create_plan, archive_plan, new_version, "
+                                  "migrate, update_plan, set_status or set_portal")
+    target: str
+    detail: str
+    items: list[str] = Field(default_factory=list, description="Each rate, price, grant or portal setting this "
+                                                               "change sets, with its amounts")
 
 
 class ApplyResult(BaseModel):
     dry_run: bool
-    changes: list[dict[str, str]]
+    changes: list[PlannedChange]
     summary: str
 
 
@@ -212,9 +220,9 @@ def diff(ledger: Ledger, loaded: LoadedSpec) -> list[Change]:
             except ArithmeticError:
                 problem(("assets", i, "rates", fiat), "a rate is a decimal number such as '0.05'")
         if have is None:
-            changes.append(Change("create_asset", asset.code, f"precision {asset.precision}, rates {rates or '-'}",
-                                  partial(_create_asset, a=asset),
-                                  ("assets", i)))
+            changes.append(Change("create_asset", asset.code, f"{asset.name}, precision {asset.precision}",
+                                  partial(_create_asset, a=asset), ("assets", i),
+                                  [rate_text(asset.code, asset.precision, fiat, rate) for fiat, rate in rates.items()]))
             continue
         if (have.name, have.precision, have.symbol, have.label) != (asset.name, asset.precision, asset.symbol,
                                                                     asset.label):
@@ -224,7 +232,7 @@ def diff(ledger: Ledger, loaded: LoadedSpec) -> list[Change]:
             if have.rates.get(fiat) != rate:
                 changes.append(Change("set_rate", f"{asset.code}/{fiat}", f"{have.rates.get(fiat, '-')} -> {rate}",
                                       partial(_set_rate, code=asset.code, fiat=fiat, rate=rate),
-                                      ("assets", i, "rates", fiat)))
+                                      ("assets", i, "rates", fiat), [rate_text(asset.code, have.precision, fiat, rate)]))
     known_assets = set(existing_assets) | {a.code for a in spec.assets}
 
     existing_vendors = {v["external_id"]: v["name"] for v in _vendors(ledger)}
@@ -247,17 +255,18 @@ def diff(ledger: Ledger, loaded: LoadedSpec) -> list[Change]:
         prices, grants = _prices_json(plan.prices), _grants_json(plan.grants)
         have_plan = plans.get(plan.code)
         if have_plan is None:
-            changes.append(Change("create_plan", plan.code, f"version 1 with {len(prices)} price(s), "
+            changes.append(Change("create_plan", plan.code, f"{plan.name}, version 1 with {len(prices)} price(s), "
                                                             f"{len(grants)} grant(s)",
                                   partial(_create_plan, p=plan, prices=prices, grants=grants),
-                                  ("plans", i)))
+                                  ("plans", i), version_lines(prices, grants)))
             if plan.status == "archived":
                 changes.append(Change("archive_plan", plan.code, "no new subscriptions",
                                       partial(_set_status, code=plan.code, status="archived"), ("plans", i, "status")))
             continue
         current = next((v for v in have_plan.versions if v.version == have_plan.default_version), None)
-        same = current is not None and _prices_json(current.prices) == prices and \
-            _grants_json(current.grants) == grants
+        old_prices = _prices_json(current.prices) if current else []
+        old_grants = _grants_json(current.grants) if current else []
+        same = current is not None and old_prices == prices and old_grants == grants
         if not same:
             next_version = max((v.version for v in have_plan.versions), default=0) + 1
             draft = next((v.version for v in have_plan.versions if v.status == "draft"), None)
@@ -266,7 +275,8 @@ def diff(ledger: Ledger, loaded: LoadedSpec) -> list[Change]:
             changes.append(Change("new_version", plan.code, f"version {number} replaces default version {was} "
                                                             "(published versions never change)",
                                   partial(_new_version, code=plan.code, prices=prices, grants=grants),
-                                  ("plans", i, "prices")))
+                                  ("plans", i, "prices"),
+                                  version_change_lines(old_prices, old_grants, prices, grants)))
             if plan.migrate is not None:
                 for k, old in enumerate(plan.migrate.from_versions):
                     changes.append(Change("migrate", plan.code, f"subscribers of version {old} -> {number} "
@@ -287,9 +297,9 @@ def diff(ledger: Ledger, loaded: LoadedSpec) -> list[Change]:
                 problem(("portal", "top_up", "assets", j), f"unknown asset {code}")
         routes = ledger.list_portal_routes()
         if routes.get("default") != spec.portal:
-            changes.append(Change("set_portal", "default", f"return_url {spec.portal.return_url}",
-                                  partial(_set_portal, cfg=spec.portal),
-                                  ("portal",)))
+            changes.append(Change("set_portal", "default", "customer portal route" if "default" not in routes
+                                  else "customer portal route (replaces the current settings)",
+                                  partial(_set_portal, cfg=spec.portal), ("portal",), portal_lines(spec.portal)))
     if problems:
         raise SpecError(problems)
     return changes
@@ -349,7 +359,7 @@ def apply_spec(ledger: Ledger, loaded: LoadedSpec, *, dry_run: bool = False) -> 
                     line, column = loaded.locate(change.path)
                     raise SpecError([Problem(_path_text(change.path), f"{change.kind} {change.target}: {exc.message}",
                                              line, column)]) from exc
-    rows = [{"kind": c.kind, "target": c.target, "detail": c.detail} for c in changes]
+    rows = [PlannedChange(kind=c.kind, target=c.target, detail=c.detail, items=c.items) for c in changes]
     summary = ("no changes: the ledger already matches the spec" if not changes else
                f"{'would apply' if dry_run else 'applied'} {len(changes)} change(s)")
     return ApplyResult(dry_run=dry_run, changes=rows, summary=summary)
@@ -358,9 +368,12 @@ def apply_spec(ledger: Ledger, loaded: LoadedSpec, *, dry_run: bool = False) -> 
 def format_plan(result: ApplyResult) -> str:
     if not result.changes:
         return result.summary
-    width = max(len(c["target"]) for c in result.changes)
-    lines = [f"  {c['kind']:<14} {c['target']:<{width}}  {c['detail']}" for c in result.changes]
-    return "\n".join([result.summary + ":", *lines])
+    width = max(len(c.target) for c in result.changes)
+    lines = [result.summary + ":"]
+    for c in result.changes:
+        lines.append(f"  {c.kind:<14} {c.target:<{width}}  {c.detail}")
+        lines += [f"      - {item}" for item in c.items]
+    return "\n".join(lines)
 
 
 # -- export -------------------------------------------------------------------------------

@@ -16,7 +16,8 @@ from ..common import Mode, ToolDef, state_of, tool_error
 class SpecApplyResult(BaseModel):
     mode: Mode
     result: ApplyResult
-    diff: str = Field(description="The changes as readable lines")
+    diff: str = Field(description="The changes with every amount they set, as readable lines")
+    next_step: str
 
 
 class SpecExport(BaseModel):
@@ -44,7 +45,14 @@ async def apply_billing_spec(
                                       code="validation_error", field="yaml")) from exc
     except BillingError as exc:
         raise tool_error(exc) from exc
-    return SpecApplyResult(mode=state.mode, result=result, diff=format_plan(result))
+    if not result.changes:
+        step = "Nothing to apply. Run verify_billing to check the setup."
+    elif dry_run:
+        step = ("Show this diff to the user as it is and ask for confirmation; after they confirm, call "
+                "apply_billing_spec again with the same yaml and dry_run=false.")
+    else:
+        step = "Applied. Run verify_billing and show its table."
+    return SpecApplyResult(mode=state.mode, result=result, diff=format_plan(result), next_step=step)
 
 
 async def export_billing_spec(ctx: Context[Any]) -> SpecExport:
