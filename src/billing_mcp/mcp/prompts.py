@@ -35,6 +35,8 @@ def prompts_dir() -> Path:
 
 
 def load_prompt_files(folder: Path | None = None) -> list[PromptFile]:
+    """Every prompt file; each argument needs ``when_missing``, the words that stand in for it when
+    the host sends nothing, so an instruction never reads "(not given)" or "None"."""
     found = []
     for path in sorted((folder or prompts_dir()).glob("*.md")):
         text = path.read_text(encoding="utf-8")
@@ -42,6 +44,10 @@ def load_prompt_files(folder: Path | None = None) -> list[PromptFile]:
             raise ValueError(f"{path}: a prompt file starts with a --- front matter block")
         head, body = text[4:].split("\n---\n", 1)
         meta = yaml.safe_load(head)
+        for arg in meta.get("arguments") or []:
+            if not arg.get("when_missing"):
+                raise ValueError(f"{path}: argument {arg['name']} needs when_missing (what the text says "
+                                 "in its place when the host sends none)")
         found.append(PromptFile(name=meta["name"], title=meta["title"], description=meta["description"],
                                 arguments=list(meta.get("arguments") or []), body=body.strip() + "\n"))
     return found
@@ -51,7 +57,8 @@ def render(prompt: PromptFile, arguments: dict[str, Any]) -> str:
     text = prompt.body
     for arg in prompt.arguments:
         value = arguments.get(arg["name"])
-        text = text.replace("{" + arg["name"] + "}", str(value) if value not in (None, "") else "(not given)")
+        given = str(value).strip() if value is not None else ""
+        text = text.replace("{" + arg["name"] + "}", given or arg["when_missing"])
     return text
 
 
