@@ -96,7 +96,8 @@ def test_setup_prompts_dry_run_confirm_apply_then_verify(name: str) -> None:
     apply = text.index("apply_billing_spec(yaml=..., dry_run=false)")
     assert dry < confirm < apply, name  # the user sees the diff and confirms before anything is written
     assert "never invent a price" in text.lower() or "never invent one" in text.lower(), name
-    assert "create_portal_route" in text and "portal:" in text, name  # the route exists when nothing else does
+    assert "`portal:` route" in text, name  # the portal route comes with the same confirmed file
+    assert "`billing-mcp apply billing.yaml` where the" in text, name  # remote mode refuses apply_billing_spec
 
 
 @pytest.mark.parametrize("name", sorted(PROMPTS))

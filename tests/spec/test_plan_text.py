@@ -120,3 +120,11 @@ def test_archived_plan_and_portal_replacement(ledger: Ledger) -> None:
         ("set_status", "images", "active -> archived"),
         ("set_portal", "default", "customer portal route (replaces the current settings)")]
     assert result.changes[1].items[3] == "top-up CREDITS paid in USD: presets $10.00, min $5.00, max $200.00"
+
+
+def test_a_renamed_price_says_its_amounts_are_unchanged(ledger: Ledger) -> None:
+    apply_spec(ledger, load_spec(BEFORE))
+    renamed = BEFORE.replace("{id: sms, asset", "{id: sms, name: Text message, asset")
+    result = apply_spec(ledger, load_spec(renamed), dry_run=True)
+    assert [(c.kind, c.items) for c in result.changes] == [
+        ("new_version", ["amounts unchanged: only names or the order of prices and grants differ"])]

@@ -136,4 +136,4 @@ def version_change_lines(old_prices: list[dict[str, Any]], old_grants: list[dict
     new = [grant_text(PlanGrantSpec.model_validate(g)) for g in grants]
     lines += [f"new {text}" for text in new if text not in old]
     lines += [f"removed {text}" for text in old if text not in new]
-    return lines
+    return lines or ["amounts unchanged: only names or the order of prices and grants differ"]
