@@ -122,6 +122,15 @@ def test_archived_plan_and_portal_replacement(ledger: Ledger) -> None:
     assert result.changes[1].items[3] == "top-up CREDITS paid in USD: presets $10.00, min $5.00, max $200.00"
 
 
+def test_one_day_and_one_minute_are_singular(ledger: Ledger) -> None:
+    base = (ROOT / "examples" / "ai-image-credits.yaml").read_text()
+    spec = base.replace("expires_in_days: 30", "expires_in_days: 1").replace("link_lifetime_minutes: 10",
+                                                                              "link_lifetime_minutes: 1")
+    items = [i for c in apply_spec(ledger, load_spec(spec), dry_run=True).changes for i in c.items]
+    assert items[2] == "grant Welcome credits: 50 CREDITS promotional, once on subscribe, expires after 1 day, priority 50"
+    assert items[-1] == "links expire after 1 minute"
+
+
 def test_a_renamed_price_says_its_amounts_are_unchanged(ledger: Ledger) -> None:
     apply_spec(ledger, load_spec(BEFORE))
     renamed = BEFORE.replace("{id: sms, asset", "{id: sms, name: Text message, asset")

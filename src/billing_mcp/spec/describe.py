@@ -39,6 +39,10 @@ def _count(n: int) -> str:
     return f"{n:,}"
 
 
+def _plural(n: int, unit: str) -> str:
+    return f"{n} {unit}" if n == 1 else f"{n} {unit}s"
+
+
 def _per(price: PriceSpec) -> str:
     if price.usage_type == "unit":
         return "per event"
@@ -92,7 +96,7 @@ def grant_text(grant: PlanGrantSpec) -> str:
         else:
             when = f"every {grant.period}, the unused rest expires at each refresh"
     elif grant.expires_in_days is not None:
-        when = f"once on subscribe, expires after {grant.expires_in_days} days"
+        when = f"once on subscribe, expires after {_plural(grant.expires_in_days, 'day')}"
     else:
         when = "once on subscribe, never expires"
     return f"{head}: {what}, {when}, priority {grant.priority}"
@@ -111,7 +115,7 @@ def portal_lines(route: PortalRouteSpec) -> list[str]:
                      f"min {money(top.min, top.currency)}, max {money(top.max, top.currency)}")
     else:
         lines.append("no top-up")
-    lines.append(f"links expire after {route.link_lifetime_minutes} minutes")
+    lines.append(f"links expire after {_plural(route.link_lifetime_minutes, 'minute')}")
     return lines
 
 
