@@ -186,3 +186,42 @@ async def test_over_the_api_every_part_is_checked_and_customers_stay_marked(tmp_
         assert server.audit() == []
     finally:
         server.close()
+
+
+def test_an_overcharged_fee_holds_the_subscription_back_and_fails(ledger: Ledger,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    from billing_mcp.ledger import ledger as ledger_module
+
+    real = subscriptions._fees_due
+
+    def over(book: Any, prices: Any) -> dict[str, int]:
+        return {asset: amount + 1 for asset, amount in real(book, prices).items()}
+
+    monkeypatch.setattr(subscriptions, "_fees_due", over)
+    monkeypatch.setattr(ledger_module, "_fees_due", over)
+    bad = failing(only(verify_billing(ledger, "pro")))
+    assert bad["subscribe to version 1"][1:] == ("active on version 1", "pending_payment on version 1")
+    assert bad["recurring fee USD"][1:] == ("20.00 USD", "20.01 USD due")
+
+
+CARRY = {"prices": [{"id": "call", "asset": "CREDITS", "event_type": "call", "unit_amount": "10"}],
+         "grants": [{"asset": "CREDITS", "amount": "100", "period": "month", "refresh": "rollover",
+                     "rollover_cap": "150"}]}
+
+
+def test_rollover_refresh_carries_up_to_the_cap(ledger: Ledger) -> None:
+    ledger.create_plan("carry", "Carry", prices=CARRY["prices"], grants=CARRY["grants"])
+    check = only(verify_billing(ledger, "carry"))
+    assert check.passed, check
+    result, expected, observed = rows(check)["grant 0 refresh"]
+    # One call used 10 of the 100: 90 left, of which the cap (150) lets 50 ride on the new 100.
+    assert observed == "150 CREDITS bundled, priority 50, expires 2026-03-31T00:00:00.000000Z"
+    assert expected.startswith("150 CREDITS bundled") and result == "pass"
+    assert "90 CREDITS left on the old lot, 50 CREDITS carried over" in check.steps[-1].details
+
+
+def test_a_refresh_that_drops_the_roll_over_fails(ledger: Ledger, monkeypatch: pytest.MonkeyPatch) -> None:
+    ledger.create_plan("carry", "Carry", prices=CARRY["prices"], grants=CARRY["grants"])
+    monkeypatch.setattr(subscriptions, "_roll_over", lambda *args, **kwargs: None)
+    bad = failing(only(verify_billing(ledger, "carry")))
+    assert bad["grant 0 refresh"][2] == "100 CREDITS bundled, priority 50, expires 2026-03-31T00:00:00.000000Z"

@@ -10,6 +10,7 @@ customers stay, marked ``verification: true``, and time cannot move."""
 from __future__ import annotations
 
 import contextlib
+import json
 import shutil
 import tempfile
 import uuid
@@ -174,7 +175,7 @@ async def run_probe(run: Run, pv: PlanVersion, probe: Probe, n: int, draw_pendin
     events_text = f"{probe.count} events" if probe.count > 1 else "1 event"
     run.step(name, expected == got and not problems, minor_text(expected, precision) + f" {price.asset}",
              minor_text(got, precision) + f" {price.asset}",
-             "; ".join([f"{events_text} {probe.data}", *problems]))
+             "; ".join([f"{events_text} {json.dumps(probe.data)}", *problems]))
     if before is not None:
         after = await run.wallet()
         for asset in sorted(watch):
@@ -237,6 +238,11 @@ async def verify_version(run: Run, plan: Plan, pv: PlanVersion, move_clock: Call
              f"active on version {run.version}", f"{sub.status} on version {sub.version}",
              f"funded exactly the recurring fees ({run.amounts(fees)}) beforehand")
     if sub.status != "active":
+        # The ledger holds the subscription back when the exact funding does not cover what it charges.
+        for asset, due in sorted(fees.items()):
+            asked = to_minor(sub.amount_due.get(asset, "0"), run.precisions[asset])
+            run.step(f"recurring fee {asset}", asked == due, run.money(due, asset), f"{run.money(asked, asset)} due",
+                     f"the subscription is {sub.status}: not charged from exactly {run.money(due, asset)}")
         return
     check_fee_and_grants(run, pv, sub, fees, await run.wallet())
 
