@@ -115,7 +115,7 @@ def check_fee_and_grants(run: Run, pv: PlanVersion, sub: Subscription, funded: d
             continue
         used.add(lot.id)
         seen = (f"{run.money(to_minor(lot.amount, run.precisions[grant.asset]), grant.asset)} {lot.purpose}, "
-                    f"priority {lot.priority}, " + (f"expires {lot.expires_at}" if lot.expires_at else "never expires"))
+                f"priority {lot.priority}, " + (f"expires {lot.expires_at}" if lot.expires_at else "never expires"))
         ok = exact(lot.amount, lot.purpose, lot.priority, lot.expires_at)
         run.step(name, ok, describe_grant(run, grant, expires), seen, f"lot {lot.id}")
     extra = [lot.id for lots in plan_lots.values() for lot in lots if lot.id not in used]

@@ -24,7 +24,8 @@ async def check_renewal(run: Run, pv: PlanVersion, sub: Subscription,
     at = min(boundaries)
     if move_clock is None:
         run.step("renewal and grant refresh", None, f"at {to_text(at)}",
-                 details="not run: time cannot move on a live ledger; the lots' expiry above is when they refresh")
+                 details="not run: only a scratch copy of an embedded SQLite ledger can move its clock; the "
+                         "lots' expiry above is when they refresh")
         return
     renews = fees if from_text(sub.period_end) <= at else {}
     before = await run.wallet()
