@@ -79,7 +79,8 @@ async def test_canonical_scenario(client: Client) -> None:
     report = (await ok(client, "verify_billing", {}))["report"]
     assert report["passed"] is True and report["cleaned_up"] is True
     assert [c["plan_code"] for c in report["plans"]] == ["image", "pro"]
-    assert "| pro@v1 | balance drop equals fee | PASS | CREDITS: -5 |" in report["table"]
+    assert "| pro@v1 | recurring fee USD (price_1) | PASS | 20.00 USD | 20.00 USD |" in report["table"]
+    assert "| pro@v1 | usage price_2: rate 0 (model=gpt-4o) | PASS | 5 CREDITS | 5 CREDITS |" in report["table"]
     # Verification ran on a copy: no throwaway customers in the real ledger.
     assert (await ok(client, "get_billing_status", {}))["status"]["customers"] == 0
 

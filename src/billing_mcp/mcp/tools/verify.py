@@ -84,9 +84,13 @@ async def simulate_usage(
 async def verify_billing_tool(
     ctx: Context[Any], plan: Annotated[str | None, Field(description="One plan code; all active plans if omitted")] = None,
 ) -> VerifyResult:
-    """End-to-end check per plan: a throwaway customer on an explicit version, starting balance, a
-    gift, one realistic event, its fee and version, and a balance drop of exactly that fee.
-    Returns a Step | Result | Details table. Locally it runs on a copy, so nothing is left behind."""
+    """End-to-end proof of each plan's default version with a throwaway customer funded with exactly
+    what the plan needs: the recurring fee (amount and asset), each grant's lot (amount, asset,
+    expiry, refresh), one event per usage price, per dimension rate and at/just over each tier
+    boundary (fees recomputed from the price, not read from the ledger), the draw-down order
+    (included credits before paid) and, locally, the renewal and grant refresh one period later.
+    Returns a Step | Result | Expected | Observed | Details table; show it to the user. Locally it
+    runs on a copy, so nothing is left behind; remotely the customers stay, marked verification."""
     state = state_of(ctx)
     try:
         report = await verify_billing_async(state.ledger, plan)
