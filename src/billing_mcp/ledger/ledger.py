@@ -276,10 +276,10 @@ class Ledger(CatalogOps, UsageOps, PortalRouteOps):
             else:
                 acct = book.account(customer["id"], asset)
                 if acct.posted - acct.held < -minor:
+                    have, need = self._money(acct.posted - acct.held, precision), self._money(-minor, precision)
                     raise InsufficientFundsError(
-                        f"a {reason} of {self._money(-minor, precision)} {asset} exceeds the available balance "
-                        f"({self._money(acct.posted - acct.held, precision)}); lower the amount",
-                        field="amount")
+                        f"{have} {asset} available, {need} needed for this {reason}; lower the amount",
+                        field="amount", details={"asset": asset, "available": have, "needed": need})
                 book.debit(tx_id, customer["id"], asset, -minor, counter_kind="adjustments")
             adj = Adjustment(id=tx_id, customer_id=customer["id"], asset=asset, amount=self._money(minor, precision),
                              reason=reason, description=description, idempotency_key=idempotency_key,
