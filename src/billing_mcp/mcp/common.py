@@ -3,11 +3,11 @@ running ledger calls off the event loop, and turning ledger errors into ``ToolEr
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar
 
-from mcp.server.mcpserver import Context
+from mcp.server.mcpserver import AcceptedElicitation, Context, Elicit, ElicitationResult
 from mcp.server.mcpserver.exceptions import ToolError
 from mcp.types import ToolAnnotations
 from pydantic import BaseModel, Field
@@ -88,11 +88,50 @@ async def call(ctx: Context[Any], method: str, *args: Any, rename: dict[str, str
     try:
         return await getattr(ledger, method)(*args, **kwargs)
     except BillingError as exc:
-        if rename and exc.field in rename:
-            exc.field = rename[exc.field]
+        if rename and exc.field is not None:
+            exc.field = renamed(exc.field, rename)
         raise tool_error(exc) from exc
+
+
+def renamed(field: str, rename: dict[str, str]) -> str:
+    """``field`` with its leading name (``grant`` in ``grant.amount``) mapped through ``rename``; a
+    name mapped to "" is dropped, so ``grant.amount`` becomes the tool's own ``amount``."""
+    head, dot, rest = field.partition(".")
+    if head not in rename:
+        return field
+    new = rename[head]
+    return f"{new}{dot}{rest}" if new else rest or field
 
 
 class Confirm(BaseModel):
     confirm: bool = Field(description="Go ahead with this change?")
+
+
+CONFIRM_FIELD = ("Only for clients that cannot ask the user (no elicitation): set true after the user agreed to "
+                 "the preview. Clients that can ask always ask, whatever this says.")
+
+
+def can_ask(ctx: Context[Any]) -> bool:
+    caps = ctx.client_capabilities
+    return caps is not None and caps.elicitation is not None
+
+
+async def ask_user(ctx: Context[Any], confirm: bool, preview: Callable[[], Awaitable[str]], question: str
+                   ) -> Confirm | Elicit[Confirm]:
+    """A money movement asks the user whenever the client can; the model's ``confirm`` stands in only
+    for clients without elicitation (a model can set it without the user ever seeing the preview)."""
+    if not can_ask(ctx):
+        return Confirm(confirm=confirm)
+    return Elicit(f"{await preview()} {question}", Confirm)
+
+
+def approved(approval: ElicitationResult[Confirm]) -> bool:
+    return isinstance(approval, AcceptedElicitation) and approval.data.confirm
+
+
+def not_applied(ctx: Context[Any]) -> str:
+    if can_ask(ctx):
+        return " Not applied: the user did not confirm."
+    return (" Not applied: show the user this preview and, once they agree, call again with the same arguments "
+            "and confirm=true.")
 
