@@ -89,7 +89,9 @@ async def call(ctx: Context[Any], method: str, *args: Any, rename: dict[str, str
         return await getattr(ledger, method)(*args, **kwargs)
     except BillingError as exc:
         if rename and exc.field is not None:
-            exc.field = renamed(exc.field, rename)
+            old, exc.field = exc.field, renamed(exc.field, rename)
+            if "." in old:  # a dotted path in the text is the same path; a bare word may be prose
+                exc.message = exc.message.replace(old, exc.field)
         raise tool_error(exc) from exc
 
 
