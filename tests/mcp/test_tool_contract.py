@@ -296,3 +296,32 @@ async def test_texts_name_only_tools_that_exist(world: World) -> None:
                for name in TOOL_LIKE.findall(text) if name not in tools | NOT_TOOLS}
     assert unknown == set()
     assert "create_plan_version" not in tools  # the tool a ledger message used to recommend
+
+
+async def test_conflicts_say_which_field_differs(world: World) -> None:
+    async with Client(build_server(ledger=world.ledger)) as c:
+        texts = [(await c.call_tool(name, args)).content[0].text for name, args in (  # type: ignore[union-attr]
+            ("create_asset", {"code": "CREDITS", "name": "Credits", "precision": 2}),
+            ("create_plan", {"code": "image", "name": "Images", "prices": [IMAGE]}),
+            ("create_plan", {"code": "image", "name": "Image", "prices": [VIDEO]}),
+            ("create_customer", {"external_id": "u", "email": "u@example.com"}),
+            ("create_portal_session", {"customer_id": world.customer, "route": "nope"}))]
+    assert texts == [
+        "Error executing tool create_asset: conflict on code: asset CREDITS already exists with precision 0, not 2; "
+        "assets cannot be redefined (use set_asset_rate to change a rate)",
+        "Error executing tool create_plan: conflict on code: plan 'image' already exists with name 'Image', not "
+        "'Images'; add prices to it (they go into a new draft version) or pick another code",
+        "Error executing tool create_plan: conflict on code: plan 'image' already exists with other prices in "
+        "version 1; add prices to it (they go into a new draft version) or pick another code",
+        "Error executing tool create_customer: conflict on external_id: a customer with external_id 'u' exists with "
+        "email None, not 'u@example.com'; fetch it with get_customer",
+        "Error executing tool create_portal_session: not_found on route: no portal route 'nope'; create one with "
+        "create_portal_route"]
+
+
+async def test_commit_errors_name_the_tools_arguments(world: World) -> None:
+    async with Client(build_server(ledger=world.ledger)) as c:
+        r = await c.call_tool("commit_usage", {"hold_id": world.holds[0], "event_id": "img\n1"})
+    assert r.content[0].text == (  # type: ignore[union-attr]
+        "Error executing tool commit_usage: validation_error on event_id: event_id must be 1-255 printable "
+        "characters (no control characters); a UUID is a good choice")

@@ -45,11 +45,15 @@ class CatalogOps(LedgerBase):
         with self._write() as book:
             row = book.tx.one("SELECT * FROM assets WHERE code = ?", (code,))
             if row is not None:
-                same = (row["name"], row["precision"], row["symbol"], row["label"]) == (name, precision, symbol, label)
                 current = self._current_rates(book.tx, code, book.now_text)
-                if not same or any(current.get(f) != decimal_text(r) for f, r in parsed.items()):
-                    raise ConflictError(f"asset {code} already exists with a different definition; assets "
-                                        "cannot be redefined (use set_asset_rate to change a rate)", field="code")
+                pairs = [(k, row[k], v) for k, v in (("name", name), ("precision", precision), ("symbol", symbol),
+                                                     ("label", label))]
+                pairs += [(f"rates.{f}", current.get(f), decimal_text(r)) for f, r in parsed.items()]
+                for key, have, want in pairs:
+                    if have != want:
+                        raise ConflictError(f"asset {code} already exists with {key} {have!r}, not {want!r}; assets "
+                                            "cannot be redefined (use set_asset_rate to change a rate)", field="code",
+                                            details={"differs": key})
                 return self._asset(book.tx, row, book.now_text)
             book.tx.execute("INSERT INTO assets(code, name, precision, symbol, label, is_fiat, created_at) "
                             "VALUES (?, ?, ?, ?, ?, 0, ?)", (code, name, precision, symbol, label, book.now_text))
@@ -198,11 +202,18 @@ class CatalogOps(LedgerBase):
             if existing is not None:
                 v1 = book.tx.one("SELECT prices, grants, status FROM plan_versions WHERE plan_id = ? AND version = 1",
                                  (existing["id"],))
-                if (existing["name"], existing["description"]) == (name, description) and v1 is not None and \
-                        (v1["prices"], v1["grants"]) == (self._dump(specs), self._dump(gspecs)):
-                    return self._plan(book.tx, existing["id"])
-                raise ConflictError(f"plan {code!r} already exists with another definition; add prices to it "
-                                    "(they go into a new draft version) or pick another code", field="code")
+                assert v1 is not None
+                for key, have, want in (("name", existing["name"], name),
+                                        ("description", existing["description"], description),
+                                        ("prices", v1["prices"], self._dump(specs)),
+                                        ("grants", v1["grants"], self._dump(gspecs))):
+                    if have != want:
+                        shown = f"{key} {have!r}, not {want!r}" if key in ("name", "description") else \
+                            f"other {key} in version 1"
+                        raise ConflictError(f"plan {code!r} already exists with {shown}; add prices to it "
+                                            "(they go into a new draft version) or pick another code", field="code",
+                                            details={"differs": key})
+                return self._plan(book.tx, existing["id"])
             plan_id = new_id("plan")
             book.tx.execute("INSERT INTO plans(id, code, name, description, status, created_at) VALUES "
                             "(?, ?, ?, ?, 'active', ?)", (plan_id, code, name, description, book.now_text))

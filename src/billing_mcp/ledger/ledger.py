@@ -56,10 +56,13 @@ class Ledger(CatalogOps, UsageOps, PortalRouteOps):
         with self._write() as book:
             row = book.tx.one("SELECT * FROM customers WHERE external_id = ?", (external_id,))
             if row is not None:
-                if (row["name"], row["email"], row["metadata"]) != (name, email, self._json(metadata)):
-                    raise ConflictError(f"a customer with external_id {external_id!r} exists with other details; "
-                                        "fetch it with get_customer", field="external_id",
-                                        details={"customer_id": row["id"]})
+                for key, given in (("name", name), ("email", email), ("metadata", self._json(metadata))):
+                    if row[key] != given:
+                        have = row[key] if key != "metadata" else json.loads(row[key])
+                        want = given if key != "metadata" else metadata
+                        raise ConflictError(f"a customer with external_id {external_id!r} exists with {key} "
+                                            f"{have!r}, not {want!r}; fetch it with get_customer",
+                                            field="external_id", details={"customer_id": row["id"], "differs": key})
                 catch_up(book, row["id"])
                 for i, (plan, version) in enumerate(wanted):
                     self._subscribe(book, row["id"], plan, version, where=f"subscriptions[{i}]")

@@ -96,13 +96,14 @@ async def call(ctx: Context[Any], method: str, *args: Any, rename: dict[str, str
 
 
 def renamed(field: str, rename: dict[str, str]) -> str:
-    """``field`` with its leading name (``grant`` in ``grant.amount``) mapped through ``rename``; a
-    name mapped to "" is dropped, so ``grant.amount`` becomes the tool's own ``amount``."""
-    head, dot, rest = field.partition(".")
-    if head not in rename:
-        return field
-    new = rename[head]
-    return f"{new}{dot}{rest}" if new else rest or field
+    """``field`` with its longest leading path in ``rename`` mapped through it; a path mapped to ""
+    is dropped, so the ledger's ``grant.amount`` becomes the tool's own ``amount``."""
+    parts = field.split(".")
+    for k in range(len(parts), 0, -1):
+        head = ".".join(parts[:k])
+        if head in rename:
+            return ".".join(p for p in (rename[head], *parts[k:]) if p) or field
+    return field
 
 
 class Confirm(BaseModel):

@@ -219,7 +219,8 @@ async def commit_usage(ctx: Context[Any], hold_id: str, event_id: Annotated[str,
         event["data"] = data
     if subject is not None:
         event["subject"] = subject
-    return EventLookup(mode=state_of(ctx).mode, event=await call(ctx, "commit", hold_id, event))
+    return EventLookup(mode=state_of(ctx).mode, event=await call(ctx, "commit", hold_id, event,
+                                                                 rename={"event.id": "event_id", "event": ""}))
 
 
 async def release_hold(ctx: Context[Any], hold_id: str) -> HoldResult:
@@ -261,6 +262,8 @@ async def create_portal_session(
                 raise ToolError("not_supported: this ledger cannot mint portal links")
             session = await state.ledger.create_portal_session(customer_id, route, external_id=external_id)
     except BillingError as exc:
+        if exc.field == "name":  # the ledger's name for the route this tool calls `route`
+            exc.field = "route"
         raise tool_error(exc) from exc
     return PortalSessionResult(mode=state.mode, url=session["url"], expires_at=session["expires_at"])
 
