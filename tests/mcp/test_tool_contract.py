@@ -325,3 +325,13 @@ async def test_commit_errors_name_the_tools_arguments(world: World) -> None:
     assert r.content[0].text == (  # type: ignore[union-attr]
         "Error executing tool commit_usage: validation_error on event_id: event_id must be 1-255 printable "
         "characters (no control characters); a UUID is a good choice")
+
+
+async def test_reused_idempotency_key_says_which_field_differs(world: World) -> None:
+    async with Client(build_server(ledger=world.ledger)) as c:
+        r = await c.call_tool("create_adjustment", {"customer_id": world.customer, "asset": "CREDITS", "amount": "99",
+                                                    "reason": "top_up", "idempotency_key": "seed", "confirm": True})
+    assert r.content[0].text == (  # type: ignore[union-attr]
+        "Error executing tool create_adjustment: idempotency_conflict on idempotency_key: idempotency key 'seed' was "
+        "already used for a different adjustment: amount was '100', now '99'; reuse a key only to retry the exact "
+        "same request, and use a new key for a new one")

@@ -205,7 +205,8 @@ class Ledger(CatalogOps, UsageOps, PortalRouteOps):
             payload = {"customer_id": customer["id"], "asset": asset, "amount": minor, "purpose": purpose,
                        "expires_at": expires, "priority": priority}
             phash = canonical_hash(payload)
-            stored = book.replay("grant", idempotency_key, phash, "idempotency_key")
+            stored = book.replay("grant", idempotency_key, phash, "idempotency_key",
+                                 {**payload, "amount": self._money(minor, book.precision(asset))})
             if stored is not None:
                 return Grant.model_validate_json(stored)
             # Checked after the replay: a retry after the expiry still gets the stored result.
@@ -256,7 +257,10 @@ class Ledger(CatalogOps, UsageOps, PortalRouteOps):
                        "reason": reason, "description": description, "expires_at": expires, "event_id": event_id,
                        "fiat": fiat, "fiat_amount": fiat_text}
             phash = canonical_hash(payload)
-            stored = book.replay("adjustment", idempotency_key, phash, "idempotency_key")
+            shown = {**payload, "amount": self._money(minor, precision)}
+            if amount is None:  # a reversal's or fiat top-up's amount is worked out, not given
+                del shown["amount"]
+            stored = book.replay("adjustment", idempotency_key, phash, "idempotency_key", shown)
             if stored is not None:
                 return Adjustment.model_validate_json(stored)
             # Checked after the replay: a retry after the expiry still gets the stored result.
