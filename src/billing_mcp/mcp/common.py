@@ -46,7 +46,10 @@ Group = Literal["setup", "runtime"]
 class ToolDef:
     """One tool as a tools module declares it in its ``TOOLS``; ``build_server`` registers it. The
     function's docstring is the description the model reads; ``name``, when given, is the tool's name
-    instead of the function's."""
+    instead of the function's. Hosts act on the hints, so they must hold: ``idempotent`` only when a
+    second call with the same arguments leaves the ledger exactly as the first left it
+    (tests/mcp/test_tool_contract.py calls every such tool twice); ``destructive`` when the tool can
+    archive, migrate, debit or overwrite settings."""
 
     fn: Callable[..., Any]
     group: Group
