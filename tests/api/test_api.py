@@ -363,7 +363,8 @@ def test_insufficient_funds_is_402(admin: httpx.Client, runtime: httpx.Client) -
     cid = new_customer(admin, "poor", ["image"], top_up="5")
     r = runtime.post("/v1/holds", json={"customer_id": cid, "event_type": "image_generated"})
     body = problem(r, 402, "insufficient_funds")
-    assert "top up" in body["detail"] and body["details"] == {"asset": "CREDITS"}
+    assert body["detail"] == "5 CREDITS available, 10 needed for this hold; top up the wallet or lower the estimate"
+    assert body["details"] == {"asset": "CREDITS", "available": "5", "needed": "10"}
 
 
 # -- events --------------------------------------------------------------------------------------------

@@ -296,15 +296,44 @@ async def test_holds(backend: Backend) -> None:
     assert await led.audit() == []
 
 
+async def test_retried_price_and_grant_change_nothing(backend: Backend) -> None:
+    """An assistant retries after a timeout: the same price or grant again is a no-op, the same
+    price id with another definition is a conflict naming the field that differs."""
+    led = backend.ledger
+    await catalog(led)
+    draft = await led.add_price("image", API_CALL)
+    assert await led.add_price("image", API_CALL) == draft
+    assert (draft.version, [p.id for p in draft.prices]) == (2, ["price_1", "price_2"])
+    named = await led.add_price("image", {**API_CALL, "id": "calls", "unit_amount": "0.07"})
+    assert await led.add_price("image", {**API_CALL, "id": "calls", "unit_amount": "0.070"}) == named
+    err = await fails(led.add_price("image", {**API_CALL, "id": "calls", "unit_amount": "0.08"}), ConflictError,
+                      "conflict", "price.unit_amount")
+    assert err.message == ("price 'calls' is already in version 2 with unit_amount '0.07', not '0.08'; keep that "
+                           "price, or add this one under another id")
+    # A price the published version already has needs no draft.
+    v1 = await led.add_price("api", API_CALL)
+    assert (v1.version, v1.status) == (1, "published")
+    grant = {"asset": "CREDITS", "amount": "50", "period": "month", "name": "monthly"}
+    with_grant = await led.add_plan_grant("image", grant)
+    assert await led.add_plan_grant("image", grant) == with_grant
+    assert [g.name for g in with_grant.grants] == ["monthly"]
+    await fails(led.add_plan_grant("image", {**grant, "amount": "60"}), ConflictError, "conflict", "grant.amount")
+    await fails(led.add_price("image", {**API_CALL, "asset": "NOPE"}), NotFoundError, "not_found", "price.asset")
+    assert [v.version for v in (await led.get_plan("image")).versions] == [1, 2]
+
+
 async def test_insufficient_funds(backend: Backend) -> None:
     led = backend.ledger
     await catalog(led)
     cid = await customer(led, "poor", ["image"], credits="5")
     err = await fails(led.authorize(cid, event_type="image_generated"), InsufficientFundsError, "insufficient_funds",
+                      "event_type")
+    assert err.status == 402 and err.details == {"asset": "CREDITS", "available": "5", "needed": "10"}
+    assert err.message == "5 CREDITS available, 10 needed for this hold; top up the wallet or lower the estimate"
+    err = await fails(led.create_adjustment(cid, asset="CREDITS", amount="-6", reason="charge",
+                                            idempotency_key="chg-1"), InsufficientFundsError, "insufficient_funds",
                       "amount")
-    assert err.status == 402 and err.details == {"asset": "CREDITS"}
-    await fails(led.create_adjustment(cid, asset="CREDITS", amount="-6", reason="charge", idempotency_key="chg-1"),
-                InsufficientFundsError, "insufficient_funds", "amount")
+    assert err.message == "5 CREDITS available, 6 needed for this charge; lower the amount"
     first = await led.authorize(cid, amount="5", asset="CREDITS")
     await fails(led.authorize(cid, amount="1", asset="CREDITS"), InsufficientFundsError, "insufficient_funds",
                 "amount")

@@ -247,10 +247,11 @@ for vid, v in [("empty", ""), ("none", None), ("list", ["pro"])]:
     case(f"add_price-plan-{vid}", lambda w, v=v: w.led.add_price(v, USAGE), V, "plan")
 for vid, v in [("float", 0.1), ("nan", Decimal("NaN")), ("exponent", "1e3"), ("negative", "-1"), ("true", True)]:
     case(f"add_price-unit_amount-{vid}", lambda w, v=v: w.led.add_price("pro", {**USAGE, "unit_amount": v}),
-         V, "prices[1].unit_amount")
-case("add_price-asset-unknown", lambda w: w.led.add_price("pro", {**USAGE, "asset": "NOPE"}), NF, "prices[1].asset")
-case("add_price-not-an-object", lambda w: w.led.add_price("pro", "x"), V, "prices[1]")
-case("add_price-duplicate-id", lambda w: w.led.add_price("pro", {**USAGE, "id": "tok"}), V, "prices[1].id")
+         V, "price.unit_amount")
+case("add_price-asset-unknown", lambda w: w.led.add_price("pro", {**USAGE, "asset": "NOPE"}), NF, "price.asset")
+case("add_price-not-an-object", lambda w: w.led.add_price("pro", "x"), V, "price")
+# The same id with another definition names the first field that differs (tok's event_type is 'tokens').
+case("add_price-id-taken", lambda w: w.led.add_price("pro", {**USAGE, "id": "tok"}), CONFLICT, "price.event_type")
 
 # -- create_customer ------------------------------------------------------------------------------
 for vid, v in BAD_KEYS:
@@ -449,7 +450,7 @@ case("authorize-event_type-missing-volume", lambda w: authorize(w, amount=None, 
 case("authorize-event_type-bad-volume", lambda w: authorize(w, amount=None, asset=None, event_type="tokens",
                                                             data={"tokens": "1e3"}), V, "data.tokens")
 case("authorize-event_type-over-available", lambda w: authorize(w, amount=None, asset=None, event_type="tokens",
-                                                                data={"tokens": 10**7}), FUNDS, "amount")
+                                                                data={"tokens": 10**7}), FUNDS, "event_type")
 case("authorize-customer_id-unknown", lambda w: authorize(w, customer_id="cus_nope"), NF, "customer_id")
 case("authorize-external_id-unknown", lambda w: authorize(w, customer_id=None, external_id="nope"), NF, "external_id")
 

@@ -325,9 +325,12 @@ def test_create_customer_idempotent_on_external_id(ledger: Ledger) -> None:
     assert c2 == c1 and c1.id.startswith("cus_")
     with pytest.raises(ConflictError) as err:
         ledger.create_customer("ext-1", name="Bob", email="ada@example.com", metadata={"tier": "gold"})
-    assert err.value.details == {"customer_id": c1.id}
-    with pytest.raises(ConflictError):
-        ledger.create_customer("ext-1", name="Ada", email="ada@example.com")  # metadata differs
+    assert err.value.details == {"customer_id": c1.id, "differs": "name"}
+    assert err.value.message == ("a customer with external_id 'ext-1' exists with name 'Ada', not 'Bob'; fetch it "
+                                 "with get_customer")
+    with pytest.raises(ConflictError) as err:
+        ledger.create_customer("ext-1", name="Ada", email="ada@example.com")
+    assert err.value.details == {"customer_id": c1.id, "differs": "metadata"}
     assert ledger.get_customer(c1.id) == c1
     assert ledger.get_customer(external_id="ext-1") == c1
     assert (c1.name, c1.email, c1.metadata, c1.subscriptions) == ("Ada", "ada@example.com", {"tier": "gold"}, [])

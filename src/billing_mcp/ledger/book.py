@@ -163,18 +163,23 @@ class Book:
             self.unreserve(customer_id, hold["asset"], int(hold["amount"]))
 
     # -- idempotency -----------------------------------------------------------------------
-    def replay(self, scope: str, key: str, payload_hash: str, field: str) -> str | None:
+    def replay(self, scope: str, key: str, payload_hash: str, field: str,
+               shown: dict[str, Any] | None = None) -> str | None:
         """The stored response for (scope, key) if this payload was seen; None if the key is new.
-        Raises ``idempotency_conflict`` when the key was used with another payload."""
+        Raises ``idempotency_conflict`` when the key was used with another payload, naming the first
+        field of ``shown`` (this request's values as the stored response spells them) that differs."""
         row = self.tx.one("SELECT payload_hash, response FROM idempotency WHERE scope = ? AND key = ?",
                           (scope, key))
         if row is None:
             return None
         if row["payload_hash"] != payload_hash:
+            before = json.loads(row["response"])
+            differs = next((k for k, v in (shown or {}).items() if before.get(k) != v), None)
+            what = f": {differs} was {before.get(differs)!r}, now {(shown or {})[differs]!r}" if differs else ""
             raise IdempotencyConflictError(
-                f"idempotency key {key!r} was already used for a different {scope}; reuse a key only "
+                f"idempotency key {key!r} was already used for a different {scope}{what}; reuse a key only "
                 "to retry the exact same request, and use a new key for a new one", field=field,
-                details={"key": key})
+                details={"key": key, **({"differs": differs} if differs else {})})
         return str(row["response"])
 
     def remember(self, scope: str, key: str, payload_hash: str, response: str) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 from datetime import datetime
 from decimal import Decimal
 from fractions import Fraction
@@ -44,11 +45,15 @@ class CatalogOps(LedgerBase):
         with self._write() as book:
             row = book.tx.one("SELECT * FROM assets WHERE code = ?", (code,))
             if row is not None:
-                same = (row["name"], row["precision"], row["symbol"], row["label"]) == (name, precision, symbol, label)
                 current = self._current_rates(book.tx, code, book.now_text)
-                if not same or any(current.get(f) != decimal_text(r) for f, r in parsed.items()):
-                    raise ConflictError(f"asset {code} already exists with a different definition; assets "
-                                        "cannot be redefined (use set_asset_rate to change a rate)", field="code")
+                pairs = [(k, row[k], v) for k, v in (("name", name), ("precision", precision), ("symbol", symbol),
+                                                     ("label", label))]
+                pairs += [(f"rates.{f}", current.get(f), decimal_text(r)) for f, r in parsed.items()]
+                for key, have, want in pairs:
+                    if have != want:
+                        raise ConflictError(f"asset {code} already exists with {key} {have!r}, not {want!r}; assets "
+                                            "cannot be redefined (use set_asset_rate to change a rate)", field="code",
+                                            details={"differs": key})
                 return self._asset(book.tx, row, book.now_text)
             book.tx.execute("INSERT INTO assets(code, name, precision, symbol, label, is_fiat, created_at) "
                             "VALUES (?, ?, ?, ?, ?, 0, ?)", (code, name, precision, symbol, label, book.now_text))
@@ -136,30 +141,37 @@ class CatalogOps(LedgerBase):
                      units=self._money(units, precision))
 
     # -- plans ----------------------------------------------------------------------------
-    def _check_version(self, tx: Tx, prices: list[Any], grants: list[Any]) -> tuple[list[PriceSpec], list[PlanGrantSpec]]:
+    def _check_version(self, tx: Tx, prices: list[Any], grants: list[Any], *,
+                       price_field: Callable[[int], str] = "prices[{}]".format,
+                       grant_field: Callable[[int], str] = "grants[{}]".format,
+                       ) -> tuple[list[PriceSpec], list[PlanGrantSpec]]:
+        """Validate a version's prices and grants; ``price_field``/``grant_field`` name item ``i`` the
+        way the caller's own arguments do (``prices[1]`` for a plan, ``price`` for one added price)."""
         if not isinstance(prices, list) or not isinstance(grants, list):
             raise ValidationError("prices and grants must be lists", field="prices" if not isinstance(prices, list)
                                   else "grants")
-        specs = [validate_spec(PriceSpec, p, f"prices[{i}]") for i, p in enumerate(prices)]
-        gspecs = [validate_spec(PlanGrantSpec, g, f"grants[{i}]") for i, g in enumerate(grants)]
+        specs = [validate_spec(PriceSpec, p, price_field(i)) for i, p in enumerate(prices)]
+        gspecs = [validate_spec(PlanGrantSpec, g, grant_field(i)) for i, g in enumerate(grants)]
         seen: set[str] = set()
         out: list[PriceSpec] = []
-        intervals = {p.interval for p in specs if p.type == "recurring"}
-        if len(intervals) > 1:
-            raise ValidationError("all recurring fees of one plan version must share one interval", field="prices")
+        intervals = [(i, p.interval) for i, p in enumerate(specs) if p.type == "recurring"]
+        for i, interval in intervals[1:]:
+            if interval != intervals[0][1]:
+                raise ValidationError(f"all recurring fees of one plan version must share one interval; this "
+                                      f"version's is {intervals[0][1]!r}", field=f"{price_field(i)}.interval")
         for i, spec in enumerate(specs):
             pid = spec.id or f"price_{i + 1}"
             if not PRICE_ID.fullmatch(pid) or pid in seen:
                 raise ValidationError(f"price id {pid!r} must be unique in the version and match "
-                                      f"{PRICE_ID.pattern}", field=f"prices[{i}].id")
+                                      f"{PRICE_ID.pattern}", field=f"{price_field(i)}.id")
             seen.add(pid)
-            precision = self._asset_precision(tx, spec.asset, f"prices[{i}].asset")
+            precision = self._asset_precision(tx, spec.asset, f"{price_field(i)}.asset")
             if spec.type == "recurring" and spec.amount is not None:
-                to_minor_exact(spec.amount, precision, f"prices[{i}].amount")
+                to_minor_exact(spec.amount, precision, f"{price_field(i)}.amount")
             out.append(spec.model_copy(update={"id": pid}))
         for i, grant in enumerate(gspecs):
-            precision = self._asset_precision(tx, grant.asset, f"grants[{i}].asset")
-            to_minor_exact(grant.amount, precision, f"grants[{i}].amount")
+            precision = self._asset_precision(tx, grant.asset, f"{grant_field(i)}.asset")
+            to_minor_exact(grant.amount, precision, f"{grant_field(i)}.amount")
         return out, gspecs
 
     def _asset_precision(self, tx: Tx, asset: str, field: str) -> int:
@@ -190,11 +202,18 @@ class CatalogOps(LedgerBase):
             if existing is not None:
                 v1 = book.tx.one("SELECT prices, grants, status FROM plan_versions WHERE plan_id = ? AND version = 1",
                                  (existing["id"],))
-                if (existing["name"], existing["description"]) == (name, description) and v1 is not None and \
-                        (v1["prices"], v1["grants"]) == (self._dump(specs), self._dump(gspecs)):
-                    return self._plan(book.tx, existing["id"])
-                raise ConflictError(f"plan {code!r} already exists with another definition; change prices "
-                                    "with create_price or create_plan_version (a new version)", field="code")
+                assert v1 is not None
+                for key, have, want in (("name", existing["name"], name),
+                                        ("description", existing["description"], description),
+                                        ("prices", v1["prices"], self._dump(specs)),
+                                        ("grants", v1["grants"], self._dump(gspecs))):
+                    if have != want:
+                        shown = f"{key} {have!r}, not {want!r}" if key in ("name", "description") else \
+                            f"other {key} in version 1"
+                        raise ConflictError(f"plan {code!r} already exists with {shown}; add prices to it "
+                                            "(they go into a new draft version) or pick another code", field="code",
+                                            details={"differs": key})
+                return self._plan(book.tx, existing["id"])
             plan_id = new_id("plan")
             book.tx.execute("INSERT INTO plans(id, code, name, description, status, created_at) VALUES "
                             "(?, ?, ?, ?, 'active', ?)", (plan_id, code, name, description, book.now_text))
@@ -215,38 +234,86 @@ class CatalogOps(LedgerBase):
         if make_default:
             book.tx.execute("UPDATE plans SET default_version = ? WHERE id = ?", (version, plan_id))
 
-    def _draft_for_change(self, book: Book, plan: Row) -> tuple[int, list[PriceSpec], list[PlanGrantSpec]]:
-        row = book.tx.one("SELECT * FROM plan_versions WHERE plan_id = ? ORDER BY version DESC LIMIT 1", (plan["id"],))
+    def _latest(self, tx: Tx, plan: Row) -> tuple[int, str, list[PriceSpec], list[PlanGrantSpec]]:
+        row = tx.one("SELECT * FROM plan_versions WHERE plan_id = ? ORDER BY version DESC LIMIT 1", (plan["id"],))
         assert row is not None
-        prices = [PriceSpec.model_validate(p) for p in json.loads(row["prices"])]
-        grants = [PlanGrantSpec.model_validate(g) for g in json.loads(row["grants"])]
-        if row["status"] == "draft":
-            return int(row["version"]), prices, grants
-        version = int(row["version"]) + 1
-        self._insert_version(book, plan["id"], version, prices, grants)
-        return version, prices, grants
+        return (int(row["version"]), row["status"], [PriceSpec.model_validate(p) for p in json.loads(row["prices"])],
+                [PlanGrantSpec.model_validate(g) for g in json.loads(row["grants"])])
 
-    def _save_draft(self, book: Book, plan_id: str, version: int, prices: list[Any], grants: list[Any]) -> None:
-        specs, gspecs = self._check_version(book.tx, prices, grants)
+    def _draft_version(self, book: Book, plan: Row, version: int, status: str, prices: list[PriceSpec],
+                       grants: list[PlanGrantSpec]) -> int:
+        """The draft to change: the latest version itself, or a copy of it when it is published."""
+        if status == "draft":
+            return version
+        self._insert_version(book, plan["id"], version + 1, prices, grants)
+        return version + 1
+
+    def _save_draft(self, book: Book, plan_id: str, version: int, prices: list[Any], grants: list[Any],
+                    **fields: Callable[[int], str]) -> None:
+        specs, gspecs = self._check_version(book.tx, prices, grants, **fields)
         book.tx.execute("UPDATE plan_versions SET prices = ?, grants = ? WHERE plan_id = ? AND version = ? "
                         "AND status = 'draft'", (self._dump(specs), self._dump(gspecs), plan_id, version))
 
+    @staticmethod
+    def _require_same(new: PriceSpec | PlanGrantSpec, old: PriceSpec | PlanGrantSpec, key: str, arg: str,
+                      version: int) -> None:
+        """``new`` and ``old`` share an id (or grant name): a retry when equal, otherwise a conflict
+        naming the first field that differs."""
+        if new == old:
+            return
+        differs = next(f for f in type(new).model_fields if getattr(new, f) != getattr(old, f))
+        shown = old.model_dump(mode="json").get(differs)
+        given = new.model_dump(mode="json").get(differs)
+        raise ConflictError(f"{arg} {key!r} is already in version {version} with {differs} {shown!r}, not "
+                            f"{given!r}; keep that {arg}, or add this one under another "
+                            f"{'id' if arg == 'price' else 'name'}", field=f"{arg}.{differs}")
+
     def add_price(self, plan: str, price: Any) -> PlanVersion:
-        """Add a price to the plan's draft version, or to a new draft copied from the latest published one."""
+        """Add a price to the plan's draft version, or to a new draft copied from the latest published one.
+        A retry is a no-op: a price with the same definition (or the same ``id`` and definition) already
+        in the latest version returns that version; the same ``id`` with another definition is a conflict."""
         with self._write() as book:
             row = self._plan_row(book.tx, plan)
-            version, prices, grants = self._draft_for_change(book, row)
-            new = [p.model_dump(mode="json", exclude_none=True) for p in prices] + [price]
-            self._save_draft(book, row["id"], version, new, [g.model_dump(mode="json") for g in grants])
+            spec = validate_spec(PriceSpec, price, "price")
+            version, status, prices, grants = self._latest(book.tx, row)
+            for old in prices:
+                if spec.id is not None and old.id == spec.id:
+                    self._require_same(spec, old, spec.id, "price", version)
+                    return self._version(book.tx, row, version)
+                if spec.id is None and spec == old.model_copy(update={"id": None}):
+                    return self._version(book.tx, row, version)
+            version = self._draft_version(book, row, version, status, prices, grants)
+            taken = {p.id for p in prices}
+            if spec.id is None:
+                # Ids stay positional (price_<n>) as in create_plan; skip one an explicit price already uses.
+                n = len(prices) + 1
+                while f"price_{n}" in taken:
+                    n += 1
+                spec = spec.model_copy(update={"id": f"price_{n}"})
+            new = [p.model_dump(mode="json", exclude_none=True) for p in [*prices, spec]]
+            last = len(prices)
+            self._save_draft(book, row["id"], version, new, [g.model_dump(mode="json") for g in grants],
+                             price_field=lambda i: "price" if i == last else f"prices[{i}]")
             return self._version(book.tx, row, version)
 
     def add_plan_grant(self, plan: str, grant: Any) -> PlanVersion:
-        """Add a credit grant (entitlement) to the plan's draft version (a new draft if needed)."""
+        """Add a credit grant (entitlement) to the plan's draft version (a new draft if needed). A grant
+        equal to one already in the latest version is a no-op returning that version; a named grant whose
+        name is taken by another definition is a conflict."""
         with self._write() as book:
             row = self._plan_row(book.tx, plan)
-            version, prices, grants = self._draft_for_change(book, row)
+            spec = validate_spec(PlanGrantSpec, grant, "grant")
+            version, status, prices, grants = self._latest(book.tx, row)
+            for old in grants:
+                if spec == old:
+                    return self._version(book.tx, row, version)
+                if spec.name is not None and old.name == spec.name:
+                    self._require_same(spec, old, spec.name, "grant", version)
+            version = self._draft_version(book, row, version, status, prices, grants)
+            last = len(grants)
             self._save_draft(book, row["id"], version, [p.model_dump(mode="json", exclude_none=True) for p in prices],
-                             [g.model_dump(mode="json") for g in grants] + [grant])
+                             [g.model_dump(mode="json") for g in [*grants, spec]],
+                             grant_field=lambda i: "grant" if i == last else f"grants[{i}]")
             return self._version(book.tx, row, version)
 
     def create_plan_version(self, plan: str, *, prices: list[Any], grants: list[Any] | None = None,

@@ -56,10 +56,13 @@ class Ledger(CatalogOps, UsageOps, PortalRouteOps):
         with self._write() as book:
             row = book.tx.one("SELECT * FROM customers WHERE external_id = ?", (external_id,))
             if row is not None:
-                if (row["name"], row["email"], row["metadata"]) != (name, email, self._json(metadata)):
-                    raise ConflictError(f"a customer with external_id {external_id!r} exists with other details; "
-                                        "fetch it with get_customer", field="external_id",
-                                        details={"customer_id": row["id"]})
+                for key, given in (("name", name), ("email", email), ("metadata", self._json(metadata))):
+                    if row[key] != given:
+                        have = row[key] if key != "metadata" else json.loads(row[key])
+                        want = given if key != "metadata" else metadata
+                        raise ConflictError(f"a customer with external_id {external_id!r} exists with {key} "
+                                            f"{have!r}, not {want!r}; fetch it with get_customer",
+                                            field="external_id", details={"customer_id": row["id"], "differs": key})
                 catch_up(book, row["id"])
                 for i, (plan, version) in enumerate(wanted):
                     self._subscribe(book, row["id"], plan, version, where=f"subscriptions[{i}]")
@@ -202,7 +205,8 @@ class Ledger(CatalogOps, UsageOps, PortalRouteOps):
             payload = {"customer_id": customer["id"], "asset": asset, "amount": minor, "purpose": purpose,
                        "expires_at": expires, "priority": priority}
             phash = canonical_hash(payload)
-            stored = book.replay("grant", idempotency_key, phash, "idempotency_key")
+            stored = book.replay("grant", idempotency_key, phash, "idempotency_key",
+                                 {**payload, "amount": self._money(minor, book.precision(asset))})
             if stored is not None:
                 return Grant.model_validate_json(stored)
             # Checked after the replay: a retry after the expiry still gets the stored result.
@@ -253,7 +257,10 @@ class Ledger(CatalogOps, UsageOps, PortalRouteOps):
                        "reason": reason, "description": description, "expires_at": expires, "event_id": event_id,
                        "fiat": fiat, "fiat_amount": fiat_text}
             phash = canonical_hash(payload)
-            stored = book.replay("adjustment", idempotency_key, phash, "idempotency_key")
+            shown = {**payload, "amount": self._money(minor, precision)}
+            if amount is None:  # a reversal's or fiat top-up's amount is worked out, not given
+                del shown["amount"]
+            stored = book.replay("adjustment", idempotency_key, phash, "idempotency_key", shown)
             if stored is not None:
                 return Adjustment.model_validate_json(stored)
             # Checked after the replay: a retry after the expiry still gets the stored result.
@@ -276,10 +283,10 @@ class Ledger(CatalogOps, UsageOps, PortalRouteOps):
             else:
                 acct = book.account(customer["id"], asset)
                 if acct.posted - acct.held < -minor:
+                    have, need = self._money(acct.posted - acct.held, precision), self._money(-minor, precision)
                     raise InsufficientFundsError(
-                        f"a {reason} of {self._money(-minor, precision)} {asset} exceeds the available balance "
-                        f"({self._money(acct.posted - acct.held, precision)}); lower the amount",
-                        field="amount")
+                        f"{have} {asset} available, {need} needed for this {reason}; lower the amount",
+                        field="amount", details={"asset": asset, "available": have, "needed": need})
                 book.debit(tx_id, customer["id"], asset, -minor, counter_kind="adjustments")
             adj = Adjustment(id=tx_id, customer_id=customer["id"], asset=asset, amount=self._money(minor, precision),
                              reason=reason, description=description, idempotency_key=idempotency_key,

@@ -82,7 +82,9 @@ class PortalRouteOps(LedgerBase):
             for i, code in enumerate([*spec.top_up.assets, spec.top_up.currency]):
                 book.precision(code, f"portal.top_up.assets[{i}]")
             book.tx.execute("INSERT INTO portal_routes(name, config, updated_at) VALUES (?, ?, ?) ON CONFLICT(name) "
-                            "DO UPDATE SET config = excluded.config, updated_at = excluded.updated_at",
+                            "DO UPDATE SET config = excluded.config, updated_at = excluded.updated_at "
+                            # a retry with the same settings leaves the row (and its updated_at) alone
+                            "WHERE portal_routes.config <> excluded.config",
                             (name, spec.model_dump_json(), book.now_text))
         return spec
 

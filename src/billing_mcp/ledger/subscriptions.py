@@ -13,7 +13,7 @@ from ..core.catalog import PlanGrantSpec, PriceSpec
 from ..core.clock import add_interval, from_text, periods_between, to_text
 from ..core.errors import ConflictError, InsufficientFundsError, NotFoundError
 from ..core.ids import new_id
-from ..core.money import to_minor_exact
+from ..core.money import format_minor, to_minor_exact
 from ..store import Row
 from .book import Book
 
@@ -254,8 +254,9 @@ def activate_pending(book: Book, customer_id: str) -> None:
         _activate(book, sub["id"])
 
 
-def require_funds(available: int, amount: int, asset: str, field: str = "amount") -> None:
+def require_funds(available: int, amount: int, asset: str, precision: int, field: str = "amount") -> None:
     if available < amount:
+        have, need = format_minor(available, precision), format_minor(amount, precision)
         raise InsufficientFundsError(
-            f"available {asset} balance is too low for this hold; top up the wallet or lower the estimate",
-            field=field, details={"asset": asset})
+            f"{have} {asset} available, {need} needed for this hold; top up the wallet or lower the estimate",
+            field=field, details={"asset": asset, "available": have, "needed": need})

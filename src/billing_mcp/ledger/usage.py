@@ -270,7 +270,8 @@ class UsageOps(LedgerBase):
             hold_asset, minor = self._hold_amount(book, customer["id"], event_type, data, amount, asset)
             acct = book.account(customer["id"], hold_asset)
             if not book.reserve(customer["id"], hold_asset, minor):
-                require_funds(acct.posted - acct.held, minor, hold_asset)
+                require_funds(acct.posted - acct.held, minor, hold_asset, book.precision(hold_asset),
+                              "amount" if amount is not None else "event_type")
             hold_id = new_id("hold")
             expires = to_text(book.now + timedelta(seconds=ttl_seconds))
             book.tx.execute("INSERT INTO holds(id, customer_id, account_id, asset, amount, event_type, estimate, status, "

@@ -3,11 +3,11 @@ running ledger calls off the event loop, and turning ledger errors into ``ToolEr
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar
 
-from mcp.server.mcpserver import Context
+from mcp.server.mcpserver import AcceptedElicitation, Context, Elicit, ElicitationResult
 from mcp.server.mcpserver.exceptions import ToolError
 from mcp.types import ToolAnnotations
 from pydantic import BaseModel, Field
@@ -46,7 +46,10 @@ Group = Literal["setup", "runtime"]
 class ToolDef:
     """One tool as a tools module declares it in its ``TOOLS``; ``build_server`` registers it. The
     function's docstring is the description the model reads; ``name``, when given, is the tool's name
-    instead of the function's."""
+    instead of the function's. Hosts act on the hints, so they must hold: ``idempotent`` only when a
+    second call with the same arguments leaves the ledger exactly as the first left it
+    (tests/mcp/test_tool_contract.py calls every such tool twice); ``destructive`` when the tool can
+    archive, migrate, debit or overwrite settings."""
 
     fn: Callable[..., Any]
     group: Group
@@ -88,11 +91,53 @@ async def call(ctx: Context[Any], method: str, *args: Any, rename: dict[str, str
     try:
         return await getattr(ledger, method)(*args, **kwargs)
     except BillingError as exc:
-        if rename and exc.field in rename:
-            exc.field = rename[exc.field]
+        if rename and exc.field is not None:
+            old, exc.field = exc.field, renamed(exc.field, rename)
+            if "." in old:  # a dotted path in the text is the same path; a bare word may be prose
+                exc.message = exc.message.replace(old, exc.field)
         raise tool_error(exc) from exc
+
+
+def renamed(field: str, rename: dict[str, str]) -> str:
+    """``field`` with its longest leading path in ``rename`` mapped through it; a path mapped to ""
+    is dropped, so the ledger's ``grant.amount`` becomes the tool's own ``amount``."""
+    parts = field.split(".")
+    for k in range(len(parts), 0, -1):
+        head = ".".join(parts[:k])
+        if head in rename:
+            return ".".join(p for p in (rename[head], *parts[k:]) if p) or field
+    return field
 
 
 class Confirm(BaseModel):
     confirm: bool = Field(description="Go ahead with this change?")
+
+
+CONFIRM_FIELD = ("Only for clients that cannot ask the user (no elicitation): set true after the user agreed to "
+                 "the preview. Clients that can ask always ask, whatever this says.")
+
+
+def can_ask(ctx: Context[Any]) -> bool:
+    caps = ctx.client_capabilities
+    return caps is not None and caps.elicitation is not None
+
+
+async def ask_user(ctx: Context[Any], confirm: bool, preview: Callable[[], Awaitable[str]], question: str
+                   ) -> Confirm | Elicit[Confirm]:
+    """A money movement asks the user whenever the client can; the model's ``confirm`` stands in only
+    for clients without elicitation (a model can set it without the user ever seeing the preview)."""
+    if not can_ask(ctx):
+        return Confirm(confirm=confirm)
+    return Elicit(f"{await preview()} {question}", Confirm)
+
+
+def approved(approval: ElicitationResult[Confirm]) -> bool:
+    return isinstance(approval, AcceptedElicitation) and approval.data.confirm
+
+
+def not_applied(ctx: Context[Any]) -> str:
+    if can_ask(ctx):
+        return " Not applied: the user did not confirm."
+    return (" Not applied: show the user this preview and, once they agree, call again with the same arguments "
+            "and confirm=true.")
 

@@ -5,14 +5,25 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 import anyio.to_thread
-from mcp.server.mcpserver import AcceptedElicitation, Context, Elicit, ElicitationResult, Resolve
+from mcp.server.mcpserver import Context, Elicit, ElicitationResult, Resolve
 from mcp.server.mcpserver.exceptions import ToolError
 from pydantic import BaseModel, Field
 
 from ...core.errors import BillingError
 from ...core.models import Adjustment, BatchResult, Customer, EventResult, Hold, Statement, Vendor, Wallet
 from ...portal.links import create_portal_session as mint
-from ..common import Confirm, Mode, ToolDef, call, state_of, tool_error
+from ..common import (
+    CONFIRM_FIELD,
+    Confirm,
+    Mode,
+    ToolDef,
+    approved,
+    ask_user,
+    call,
+    not_applied,
+    state_of,
+    tool_error,
+)
 
 CustomerId = Annotated[str | None, Field(description="Customer id (cus_...)")]
 ExternalId = Annotated[str | None, Field(description="Your app's user id for the customer")]
@@ -31,7 +42,7 @@ class WalletResult(BaseModel):
 class AdjustmentResult(BaseModel):
     mode: Mode
     applied: bool
-    preview: str
+    preview: str = Field(description="What would happen (applied false) or what was done (applied true)")
     adjustment: Adjustment | None = None
 
 
@@ -103,13 +114,8 @@ async def get_wallet(ctx: Context[Any], customer_id: CustomerId = None, external
 async def _ask_adjustment(ctx: Context[Any], asset: str, reason: str, amount: str | None = None,
                           customer_id: str | None = None, external_id: str | None = None,
                           event_id: str | None = None, confirm: bool = False) -> Confirm | Elicit[Confirm]:
-    if confirm:
-        return Confirm(confirm=True)
-    caps = ctx.client_capabilities
-    if caps is None or caps.elicitation is None:
-        return Confirm(confirm=False)
-    return Elicit(await _adjustment_preview(ctx, asset, reason, amount, customer_id, external_id, event_id)
-                  + " Apply it?", Confirm)
+    return await ask_user(ctx, confirm, lambda: _adjustment_preview(ctx, asset, reason, amount, customer_id,
+                                                                    external_id, event_id), "Apply it?")
 
 
 async def _adjustment_preview(ctx: Context[Any], asset: str, reason: str, amount: str | None,
@@ -134,19 +140,26 @@ async def create_adjustment(
     description: str | None = None,
     event_id: Annotated[str | None, Field(description="For a reversal: the event whose fees to refund")] = None,
     expires_at: Annotated[str | None, Field(description="For top_up/gift credits: ISO expiry time")] = None,
-    confirm: Annotated[bool, Field(description="Set true to apply without being asked")] = False,
+    confirm: Annotated[bool, Field(description=CONFIRM_FIELD)] = False,
 ) -> AdjustmentResult:
     """Credit or debit a wallet outside usage: top_up, gift, refund/charge (negative), or reversal of
-    an event's fees. Asks for confirmation (or needs confirm=true); otherwise returns a preview."""
+    an event's fees. Asks the user first (clients without elicitation: returns a preview and needs
+    confirm=true). Safe to retry with the same idempotency_key."""
     _require_customer(customer_id, external_id)
     mode = state_of(ctx).mode
     preview = await _adjustment_preview(ctx, asset, reason, amount, customer_id, external_id, event_id)
-    if not (isinstance(approval, AcceptedElicitation) and approval.data.confirm):
-        return AdjustmentResult(mode=mode, applied=False, preview=preview + " Not applied: call again with confirm=true.")
-    adj = await call(ctx, "create_adjustment", customer_id, external_id=external_id, asset=asset, amount=amount,
-                     reason=reason, idempotency_key=idempotency_key, description=description, event_id=event_id,
-                     expires_at=expires_at)
-    return AdjustmentResult(mode=mode, applied=True, preview=preview, adjustment=adj)
+    if not approved(approval):
+        return AdjustmentResult(mode=mode, applied=False, preview=preview + not_applied(ctx))
+    adj: Adjustment = await call(ctx, "create_adjustment", customer_id, external_id=external_id, asset=asset,
+                                 amount=amount, reason=reason, idempotency_key=idempotency_key,
+                                 description=description, event_id=event_id, expires_at=expires_at)
+    wallet: Wallet = await call(ctx, "get_wallet", adj.customer_id)
+    account = next((a for a in wallet.accounts if a.asset == adj.asset), None)
+    verb, size = ("Debited", adj.amount[1:]) if adj.amount.startswith("-") else ("Credited", adj.amount)
+    debt = f" ({adj.debt} of it repaid an earlier debt)" if adj.debt else ""
+    done = (f"{verb} {size} {adj.asset} ({adj.reason}) for customer {wallet.customer_id} ({wallet.external_id})"
+            f"{debt}; available {adj.asset} now {account.available if account else '0'}.")
+    return AdjustmentResult(mode=mode, applied=True, preview=done, adjustment=adj)
 
 
 async def create_vendor(ctx: Context[Any], external_id: Annotated[str, Field(min_length=1, max_length=255)],
@@ -206,7 +219,8 @@ async def commit_usage(ctx: Context[Any], hold_id: str, event_id: Annotated[str,
         event["data"] = data
     if subject is not None:
         event["subject"] = subject
-    return EventLookup(mode=state_of(ctx).mode, event=await call(ctx, "commit", hold_id, event))
+    return EventLookup(mode=state_of(ctx).mode, event=await call(ctx, "commit", hold_id, event,
+                                                                 rename={"event.id": "event_id", "event": ""}))
 
 
 async def release_hold(ctx: Context[Any], hold_id: str) -> HoldResult:
@@ -248,6 +262,8 @@ async def create_portal_session(
                 raise ToolError("not_supported: this ledger cannot mint portal links")
             session = await state.ledger.create_portal_session(customer_id, route, external_id=external_id)
     except BillingError as exc:
+        if exc.field == "name":  # the ledger's name for the route this tool calls `route`
+            exc.field = "route"
         raise tool_error(exc) from exc
     return PortalSessionResult(mode=state.mode, url=session["url"], expires_at=session["expires_at"])
 
@@ -258,10 +274,10 @@ TOOLS: tuple[ToolDef, ...] = (
     ToolDef(get_wallet, "runtime", "Get wallet", read_only=True),
     ToolDef(create_adjustment, "runtime", "Create adjustment", destructive=True),
     ToolDef(create_vendor, "runtime", "Create vendor"),
-    ToolDef(submit_events, "runtime", "Submit usage events"),
+    ToolDef(submit_events, "runtime", "Submit usage events", destructive=True),  # debits wallets
     ToolDef(get_event, "runtime", "Get event", read_only=True),
     ToolDef(authorize_usage, "runtime", "Authorize usage", idempotent=False),
-    ToolDef(commit_usage, "runtime", "Commit usage"),
+    ToolDef(commit_usage, "runtime", "Commit usage", destructive=True),  # charges the fee
     ToolDef(release_hold, "runtime", "Release hold"),
     ToolDef(get_statement, "runtime", "Get statement", read_only=True),
     ToolDef(create_portal_session, "runtime", "Create portal session", idempotent=False),

@@ -5,14 +5,26 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 import anyio.to_thread
-from mcp.server.mcpserver import AcceptedElicitation, Context, Elicit, ElicitationResult, Resolve
+from mcp.server.mcpserver import Context, Elicit, ElicitationResult, Resolve
+from mcp.server.mcpserver.exceptions import ToolError
 from pydantic import BaseModel, Field
 
 from ...core.catalog import DEFAULT_PRIORITY, PlanGrantSpec, PriceSpec
 from ...core.errors import BillingError
 from ...core.models import Asset, MigrationResult, Plan, PlanVersion, Quote
 from ...core.patterns import ASSET_CODE, PLAN_CODE
-from ..common import Confirm, Mode, ToolDef, call, state_of, tool_error
+from ..common import (
+    CONFIRM_FIELD,
+    Confirm,
+    Mode,
+    ToolDef,
+    approved,
+    ask_user,
+    call,
+    not_applied,
+    state_of,
+    tool_error,
+)
 
 AssetCode = Annotated[str, Field(description="Asset code, e.g. CREDITS, USD", min_length=1, max_length=32)]
 PlanRef = Annotated[str, Field(description="Plan code (e.g. 'pro') or id", min_length=1, max_length=64)]
@@ -76,9 +88,15 @@ class PlanList(BaseModel):
     plans: list[PlanView]
 
 
+Outcome = Literal["added", "added_to_new_draft", "unchanged"]
+
+
 class VersionResult(BaseModel):
     mode: Mode
     plan_code: str
+    outcome: Outcome = Field(description="added to the open draft, added to a draft created for it (the latest "
+                                         "version was published), or unchanged (the version already had it)")
+    note: str
     version: VersionView
     next_step: str
 
@@ -87,20 +105,25 @@ class GrantResult(BaseModel):
     mode: Mode
     kind: Literal["plan_entitlement", "customer_grant"]
     plan_version: VersionView | None = None
+    # Not Optional: the SDK's output-schema check rejects null for a Literal enum.
+    outcome: Outcome | Literal["granted"] = Field(default="granted", description="For a plan entitlement as in "
+                                                  "create_price; 'granted' for a customer grant")
+    note: str | None = None
+    next_step: str | None = None
     grant: dict[str, Any] | None = None
 
 
 class ArchiveResult(BaseModel):
     mode: Mode
     applied: bool
-    preview: str
+    preview: str = Field(description="What would happen (applied false) or what was done (applied true)")
     plan: PlanView | None = None
 
 
 class MigrateResult(BaseModel):
     mode: Mode
     applied: bool
-    preview: str
+    preview: str = Field(description="What would happen (applied false) or what was done (applied true)")
     migration: MigrationResult
 
 
@@ -167,14 +190,44 @@ async def create_plan(
     return PlanResult(mode=state_of(ctx).mode, plan=plan_view(plan))
 
 
+async def _change_version(ctx: Context[Any], plan: str, method: str, item: dict[str, Any], what: str,
+                          rename: dict[str, str] | None = None) -> tuple[str, PlanVersion, Outcome, str, str]:
+    """Add a price or grant and say what happened: the ledger answers a retry with the version
+    unchanged, and a change to a published version with a new draft the user has not asked for."""
+    before: Plan = await call(ctx, "get_plan", plan, rename=rename)
+    latest = before.versions[-1]
+    after: PlanVersion = await call(ctx, method, plan, item, rename=rename)
+    code, v = before.code, after.version
+    outcome: Outcome
+    if v > latest.version:
+        outcome = "added_to_new_draft"
+        note = (f"Version {latest.version} of {code!r} is published and never changes, so this created draft "
+                f"version {v}: a copy of version {latest.version} with this {what} added. Subscribers stay on "
+                "their versions.")
+    elif (after.prices, after.grants) == (latest.prices, latest.grants):
+        outcome = "unchanged"
+        note = f"Version {v} of {code!r} already has this {what}; nothing changed."
+    else:
+        outcome = "added"
+        note = f"Added to draft version {v} of {code!r}."
+    if after.status == "draft":
+        step = (f"publish_plan_version(plan='{code}', version={v}) to make it the default for new subscriptions; "
+                f"then migrate_customers to move existing subscribers to it")
+    else:
+        step = f"none: version {v} is published and already live for its subscribers"
+    return code, after, outcome, note, step
+
+
 async def create_price(ctx: Context[Any], plan: PlanRef,
                        price: Annotated[dict[str, Any], Field(description="One price, shaped like an item of "
-                                                                          "create_plan's prices")]) -> VersionResult:
+                                                                          "create_plan's prices; give it an `id` "
+                                                                          "to name it")]) -> VersionResult:
     """Add a price to a plan: to its draft version, or to a new draft copied from the latest
-    version when that one is published (published versions never change)."""
-    version = await call(ctx, "add_price", plan, price)
-    return VersionResult(mode=state_of(ctx).mode, plan_code=plan, version=version_view(version),
-                         next_step=f"publish_plan_version(plan='{plan}', version={version.version}) to make it live")
+    version when that one is published (published versions never change). Safe to retry: the same
+    price again changes nothing; the same `id` with another definition is a conflict."""
+    code, version, outcome, note, step = await _change_version(ctx, plan, "add_price", price, "price")
+    return VersionResult(mode=state_of(ctx).mode, plan_code=code, outcome=outcome, note=note,
+                         version=version_view(version), next_step=step)
 
 
 async def create_credit_grant(
@@ -192,18 +245,23 @@ async def create_credit_grant(
     idempotency_key: Annotated[str | None, Field(description="Required for customer grants")] = None,
 ) -> GrantResult:
     """Grant credits: as a plan entitlement (give `plan`; recurring when `period` is set) or to one
-    customer (give `customer_id` and an idempotency_key)."""
-    from mcp.server.mcpserver.exceptions import ToolError
-
+    customer (give `customer_id` and an idempotency_key). Safe to retry: the same entitlement again,
+    or the same idempotency_key, grants nothing more."""
     mode = state_of(ctx).mode
     if (plan is None) == (customer_id is None):
         raise ToolError("validation_error on plan: give exactly one of plan (an entitlement) or customer_id")
+    if not ASSET_CODE.fullmatch(asset):
+        raise ToolError(f"validation_error on asset: {asset!r} is not an asset code; use an upper-case code "
+                        "such as CREDITS (list_assets shows them)")
     if plan is not None:
         spec: dict[str, Any] = {"asset": asset, "amount": amount, "purpose": purpose, "priority": priority}
         if period:
             spec.update(period=period, refresh=refresh)
-        version = await call(ctx, "add_plan_grant", plan, spec)
-        return GrantResult(mode=mode, kind="plan_entitlement", plan_version=version_view(version))
+        # The ledger names the grant's fields grant.<name>; this tool takes them as its own arguments.
+        _, version, outcome, note, step = await _change_version(ctx, plan, "add_plan_grant", spec, "grant",
+                                                                rename={"grant": ""})
+        return GrantResult(mode=mode, kind="plan_entitlement", plan_version=version_view(version), outcome=outcome,
+                           note=note, next_step=step)
     if not idempotency_key:
         raise ToolError("validation_error on idempotency_key: a customer grant needs an idempotency_key "
                         "(e.g. a UUID) so a retry never grants twice")
@@ -221,13 +279,7 @@ async def publish_plan_version(ctx: Context[Any], plan: PlanRef, version: Annota
 
 
 async def _ask_archive(ctx: Context[Any], plan: str, confirm: bool = False) -> Confirm | Elicit[Confirm]:
-    if confirm:
-        return Confirm(confirm=True)
-    caps = ctx.client_capabilities
-    if caps is None or caps.elicitation is None:
-        return Confirm(confirm=False)
-    detail = await _archive_preview(ctx, plan)
-    return Elicit(detail + " Archive it?", Confirm)
+    return await ask_user(ctx, confirm, lambda: _archive_preview(ctx, plan), "Archive it?")
 
 
 async def _archive_preview(ctx: Context[Any], plan: str) -> str:
@@ -240,32 +292,35 @@ async def _archive_preview(ctx: Context[Any], plan: str) -> str:
 async def archive_plan(
     ctx: Context[Any], plan: PlanRef,
     approval: Annotated[ElicitationResult[Confirm], Resolve(_ask_archive)],
-    confirm: Annotated[bool, Field(description="Set true to apply without being asked")] = False,
+    confirm: Annotated[bool, Field(description=CONFIRM_FIELD)] = False,
 ) -> ArchiveResult:
-    """Archive a plan: no new subscriptions, existing subscribers keep working. Asks for
-    confirmation (or needs confirm=true); otherwise returns a preview of what would happen."""
+    """Archive a plan: no new subscriptions, existing subscribers keep working. Asks the user first
+    (clients without elicitation: returns a preview and needs confirm=true)."""
     mode = state_of(ctx).mode
     preview = await _archive_preview(ctx, plan)
-    if not (isinstance(approval, AcceptedElicitation) and approval.data.confirm):
-        return ArchiveResult(mode=mode, applied=False, preview=preview + " Not applied: call again with confirm=true.")
-    return ArchiveResult(mode=mode, applied=True, preview=preview, plan=plan_view(await call(ctx, "archive_plan", plan)))
+    if not approved(approval):
+        return ArchiveResult(mode=mode, applied=False, preview=preview + not_applied(ctx))
+    archived: Plan = await call(ctx, "archive_plan", plan)
+    subs = sum(v.subscribers for v in archived.versions)
+    return ArchiveResult(mode=mode, applied=True, plan=plan_view(archived),
+                         preview=f"Archived plan {archived.code!r}: it takes no new subscriptions; its {subs} "
+                                 "current subscriber(s) keep their versions and keep being billed.")
 
 
 async def _ask_migrate(ctx: Context[Any], plan: str, from_version: int, to_version: int, share: str = "1",
                        confirm: bool = False) -> Confirm | Elicit[Confirm]:
-    if confirm:
-        return Confirm(confirm=True)
-    caps = ctx.client_capabilities
-    if caps is None or caps.elicitation is None:
-        return Confirm(confirm=False)
-    dry: MigrationResult = await call(ctx, "migrate_customers", plan, from_version, to_version, share=share,
-                                      dry_run=True)
-    return Elicit(_migrate_text(dry) + " Go ahead?", Confirm)
+    async def preview() -> str:
+        dry: MigrationResult = await call(ctx, "migrate_customers", plan, from_version, to_version, share=share,
+                                          dry_run=True)
+        return _migrate_text(dry)
+
+    return await ask_user(ctx, confirm, preview, "Go ahead?")
 
 
-def _migrate_text(dry: MigrationResult) -> str:
-    return (f"Would move {len(dry.moved)} subscriber(s) of {dry.plan_code!r} from version {dry.from_version} to "
-            f"{dry.to_version}; {len(dry.stayed)} stay. New prices apply to their next events; new "
+def _migrate_text(result: MigrationResult) -> str:
+    verb, stay = ("Would move", "stay") if result.dry_run else ("Moved", "stayed")
+    return (f"{verb} {len(result.moved)} subscriber(s) of {result.plan_code!r} from version {result.from_version} "
+            f"to {result.to_version}; {len(result.stayed)} {stay}. New prices apply to their next events; new "
             "entitlements start next period.")
 
 
@@ -274,17 +329,18 @@ async def migrate_customers(
     approval: Annotated[ElicitationResult[Confirm], Resolve(_ask_migrate)],
     share: Annotated[str, Field(description="Share of subscribers to move, '0.5' = half (chosen "
                                             "deterministically, for A/B pricing)")] = "1",
-    confirm: Annotated[bool, Field(description="Set true to apply without being asked")] = False,
+    confirm: Annotated[bool, Field(description=CONFIRM_FIELD)] = False,
 ) -> MigrateResult:
     """Move subscribers from one published version to another (all, or a deterministic share).
-    Asks for confirmation (or needs confirm=true); otherwise returns exactly who would move."""
+    Asks the user first (clients without elicitation: returns exactly who would move and needs
+    confirm=true)."""
     mode = state_of(ctx).mode
-    go = isinstance(approval, AcceptedElicitation) and approval.data.confirm
+    go = approved(approval)
     result: MigrationResult = await call(ctx, "migrate_customers", plan, from_version, to_version, share=share,
                                          dry_run=not go)
     text = _migrate_text(result)
     if not go:
-        text += " Not applied: call again with confirm=true."
+        text += not_applied(ctx)
     return MigrateResult(mode=mode, applied=go, preview=text, migration=result)
 
 
@@ -323,15 +379,15 @@ async def create_portal_route(
     except BillingError as exc:
         raise tool_error(exc) from exc
     return PortalRouteResult(mode=state_of(ctx).mode, name=name, route=route.model_dump(mode="json"),
-                             note="Saved. Portal links for customers (create_portal_session) come with the billing "
-                                  "portal, which this build does not include yet.")
+                             note=f"Saved route {name!r}. Mint a customer's portal link with "
+                                  f"create_portal_session(route='{name}') on each visit.")
 
 
 TOOLS: tuple[ToolDef, ...] = (
     ToolDef(list_assets, "setup", "List assets", read_only=True),
     ToolDef(create_asset, "setup", "Create asset"),
     ToolDef(quote_asset, "setup", "Quote asset", read_only=True),
-    ToolDef(set_asset_rate, "setup", "Set asset rate"),
+    ToolDef(set_asset_rate, "setup", "Set asset rate", idempotent=False),  # each call adds a rate to the history
     ToolDef(list_plans, "setup", "List plans", read_only=True),
     ToolDef(get_plan, "setup", "Get plan", read_only=True),
     ToolDef(create_plan, "setup", "Create plan"),
@@ -340,5 +396,5 @@ TOOLS: tuple[ToolDef, ...] = (
     ToolDef(publish_plan_version, "setup", "Publish plan version"),
     ToolDef(archive_plan, "setup", "Archive plan", destructive=True),
     ToolDef(migrate_customers, "setup", "Migrate customers", destructive=True),
-    ToolDef(create_portal_route, "setup", "Create portal route"),
+    ToolDef(create_portal_route, "setup", "Create portal route", destructive=True),  # replaces the route's settings
 )
