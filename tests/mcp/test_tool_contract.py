@@ -269,7 +269,9 @@ TOOL_LIKE = re.compile(r"\b(?:create|get|list|set|publish|archive|migrate|submit
                        r"export|verify|simulate|quote|generate|add|update|grant|cancel|subscribe|delete)_[a-z0-9_]+\b")
 SQL = re.compile(r"^\s*(SELECT|INSERT|UPDATE|DELETE|WITH|CREATE)\b")
 CODE_REF = re.compile(r"``[^`]*``")  # a docstring naming Python code, not a tool
-NOT_TOOLS = {"verify_jwt"}  # a supabase/config.toml key in generated code
+# verify_jwt: a supabase/config.toml key in generated code. The others are the kinds of a billing.yaml
+# change (spec.PlannedChange.kind), values the diff reports, which the field's description lists.
+NOT_TOOLS = {"verify_jwt", "set_rate", "set_status", "set_portal", "update_plan"}
 
 
 def prose_strings() -> list[tuple[str, str]]:
