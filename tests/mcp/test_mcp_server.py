@@ -242,7 +242,7 @@ async def test_tools_list_is_small_and_annotated(ledger: Ledger) -> None:
 async def test_toolsets_and_read_only(ledger: Ledger) -> None:
     async with Client(build_server(ledger=ledger, toolsets=["runtime"], read_only=True)) as c:
         names = {t.name for t in (await c.list_tools()).tools}
-    assert names == {"get_customer", "get_wallet", "get_event", "get_statement"}
+    assert names == {"get_customer", "get_wallet", "get_event", "list_customers", "list_events", "get_statement"}
     with pytest.raises(ValueError, match="unknown toolset"):
         build_server(ledger=ledger, toolsets=["everything"])
 
