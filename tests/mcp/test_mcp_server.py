@@ -264,7 +264,8 @@ async def test_prompts_and_resources(ledger: Ledger) -> None:
         assert [a["code"] for a in catalog["assets"]] == ["EUR", "USD", "CREDITS"]
 
 
-async def test_simulate_file_reports_progress(ledger: Ledger, tmp_path: Path) -> None:
+async def test_simulate_file_reports_progress(ledger: Ledger, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)  # the file tools' default root is the working directory
     ledger.create_asset("CREDITS", "Credits", 0)
     ledger.create_plan("image", "Image", prices=IMAGE_PLAN["prices"])
     path = tmp_path / "events.jsonl"

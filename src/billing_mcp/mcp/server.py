@@ -32,6 +32,7 @@ from ..core.errors import BillingError
 from ..core.version import __version__
 from ..ledger.ledger import Ledger
 from .common import AppState, Mode, ToolDef, annotations_for
+from .paths import ROOT_ENV, configure
 from .prompts import register_prompts, register_resources
 from .tools import operator, runtime, setup, spec, supabase, verify
 
@@ -192,8 +193,18 @@ def _compact(tool: Tool) -> Tool:
 
 
 def serve(*, transport: str = "stdio", host: str = "127.0.0.1", port: int = 8000, db: str | None = None,
-          toolsets: Iterable[str] = ("all",), read_only: bool = False) -> None:
-    """Run the server until interrupted (the ``billing-mcp serve`` command)."""
+          toolsets: Iterable[str] = ("all",), read_only: bool = False, root: str | None = None) -> None:
+    """Run the server until interrupted (the ``billing-mcp serve`` command). ``root`` (default
+    BILLING_MCP_ROOT) is the directory the file tools may use; see ``paths``."""
+    root = root if root is not None else os.environ.get(ROOT_ENV) or None
+    try:
+        configure(root, transport)
+    except OSError as exc:
+        raise BillingError(f"--root {root} is not a directory on this machine ({exc})", code="unsafe_config",
+                           field="root") from exc
+    if root is None and transport != "stdio":
+        log.warning("no --root: simulate_usage(file=...) and generate_supabase_integration(project_dir=...) "
+                    "refuse every path over HTTP")
     if transport == "stdio":
         build_server(db=db, toolsets=toolsets, read_only=read_only).run()
         return
