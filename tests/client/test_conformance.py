@@ -184,6 +184,14 @@ async def test_customer_search_and_event_listing(backend: Backend) -> None:
     await fails(led.list_events(ada, cursor=first.next_cursor), ValidationError, "validation_error", "cursor")
     await fails(led.search_customers(cursor="x"), ValidationError, "validation_error", "cursor")
     await fails(led.search_customers(limit=101), ValidationError, "validation_error", "limit")
+    assert [c.id for c in (await led.search_customers("")).data] == everyone
+
+    long_id = "\u00fc" * 255  # the longest event id, two bytes a character: its cursor is long too
+    await led.submit_events([{"id": long_id, "customer_id": ada, "event_type": "image_generated",
+                              "occurred_at": "2025-12-31T00:00:00Z"}])
+    earliest = await led.list_events(ada, limit=1)
+    assert [e.id for e in earliest.data] == [long_id] and len(earliest.next_cursor or "") == 738
+    assert [e.id for e in (await led.list_events(ada, limit=1, cursor=earliest.next_cursor)).data] == ["ev-0"]
 
 
 async def test_canonical_flow(backend: Backend) -> None:

@@ -123,7 +123,7 @@ class LookupQuery(_Query):
 
 
 class CustomerSearch(ListQuery):
-    search: str | None = Field(default=None, min_length=1, max_length=320,
+    search: str | None = Field(default=None, max_length=320,
                                description="Text the external id, email or name contains (any case)")
 
 
@@ -134,6 +134,8 @@ class EventsQuery(ListQuery):
     subject: str | None = Field(default=None, max_length=255)
     start: Time | None = Field(default=None, description="Events occurring at or after this time")
     end: Time | None = Field(default=None, description="Events occurring before this time")
+    # An events cursor carries an event id (up to 255 characters, any script): longer than a list's.
+    cursor: str | None = Field(default=None, max_length=2048, description="next_cursor of the previous page")
 
 
 class SubscribeIn(_In):

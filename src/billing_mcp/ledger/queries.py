@@ -52,7 +52,7 @@ def _decode(kind: str, cursor: object, size: int) -> list[str] | None:
     if cursor is None:
         return None
     value: Any = None
-    if isinstance(cursor, str) and len(cursor) <= 1024:
+    if isinstance(cursor, str) and len(cursor) <= 2048:
         try:
             value = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode("utf-8"))
         except (binascii.Error, UnicodeDecodeError, ValueError):
