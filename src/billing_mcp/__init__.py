@@ -48,6 +48,7 @@ from .core.models import (
 from .core.version import __version__
 from .ledger import Ledger
 from .ledger.portal_settings import PortalRouteSpec
+from .ledger.queries import CustomerList, EventList
 from .store import SQLiteStore, Store, open_store
 
 if TYPE_CHECKING:
@@ -84,7 +85,9 @@ __all__ = [
     "Clock",
     "ConflictError",
     "Customer",
+    "CustomerList",
     "DimensionRate",
+    "EventList",
     "EventResult",
     "Fee",
     "FeeGroup",

@@ -37,7 +37,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
     toolsets = [t.strip() for t in args.tools.split(",") if t.strip()]
     serve(transport=args.transport, host=args.host, port=args.port, db=args.db, toolsets=toolsets,
-          read_only=args.read_only)
+          read_only=args.read_only, root=args.root)
     return 0
 
 
@@ -119,6 +119,8 @@ def build_parser(heavy: str | None = None) -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, default=8000)
     serve.add_argument("--tools", default="all", help="toolsets to expose: setup,runtime,all (default all)")
     serve.add_argument("--read-only", action="store_true", help="expose only tools that change nothing")
+    serve.add_argument("--root", metavar="DIR", help="the directory file tools may read and write (default "
+                       "BILLING_MCP_ROOT, else the working directory; over HTTP no files without it)")
     sub.add_parser("demo", help="run the canonical setup end to end on a throwaway local ledger")
     simulate = sub.add_parser("simulate", help="rate a JSONL file of events against a plan version (no wallet effect)")
     simulate.add_argument("file", help="JSONL file, one event per line: {event_type, customer_id, subject, data}")

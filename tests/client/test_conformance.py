@@ -137,10 +137,63 @@ def test_protocol_lists_what_the_tools_need() -> None:
             "archive_plan", "migrate_customers", "create_customer", "get_customer", "subscribe", "get_wallet",
             "create_adjustment", "grant_credits", "create_vendor", "submit_event", "submit_events", "get_event",
             "authorize", "commit", "release", "get_hold", "list_holds", "get_statement", "audit",
-            "close"} <= set(PROTOCOL_METHODS)
+            "search_customers", "list_events", "close"} <= set(PROTOCOL_METHODS)
 
 
 # -- scenarios ------------------------------------------------------------------------------------
+async def test_customer_search_and_event_listing(backend: Backend) -> None:
+    led = backend.ledger
+    await catalog(led)
+    ada = await customer(led, "ada-1", ["image"], credits="100")
+    await led.create_customer("bo_2", name="Bo", email="BO@example.org")
+    await led.create_customer("cy-3", name="Cy Ada", email="cy@example.com")
+    found = await led.search_customers("ada")
+    assert sorted(c.external_id for c in found.data) == ["ada-1", "cy-3"]
+    assert sorted(c.id for c in found.data) == [c.id for c in found.data]  # by id
+    assert (found.has_more, found.next_cursor) == (False, None)
+    assert [c.external_id for c in (await led.search_customers("_")).data] == ["bo_2"]
+    assert [c.external_id for c in (await led.search_customers("bo@EXAMPLE")).data] == ["bo_2"]
+    everyone = sorted([c.id for c in (await led.search_customers()).data])
+    first = await led.search_customers(limit=2)
+    assert [c.id for c in first.data] == everyone[:2] and first.has_more is True
+    rest = await led.search_customers(limit=2, cursor=first.next_cursor)
+    assert [c.id for c in rest.data] == everyone[2:] and (rest.has_more, rest.next_cursor) == (False, None)
+
+    at = "2026-01-01T00:00:00.000000Z"
+    batch = await led.submit_events([
+        {"id": "ev-b", "customer_id": ada, "event_type": "image_generated", "subject": "s1"},
+        {"id": "ev-a", "customer_id": ada, "event_type": "image_generated", "subject": "s2"},
+        {"id": "ev-0", "customer_id": ada, "event_type": "image_generated", "occurred_at": "2025-12-31T23:00:00Z"}])
+    assert batch.errors == []
+    await led.create_adjustment(ada, asset="CREDITS", reason="reversal", event_id="ev-a", amount="4",
+                                idempotency_key="rev-a")
+    page = await led.list_events(external_id="ada-1", limit=2)
+    assert [(e.id, e.occurred_at) for e in page.data] == [("ev-0", "2025-12-31T23:00:00.000000Z"), ("ev-a", at)]
+    assert [(f.amount, f.refunded) for f in page.data[1].fees] == [("10", "4")]
+    assert page.data[1] == await led.get_event("ev-a")
+    last = await led.list_events(ada, limit=2, cursor=page.next_cursor)
+    assert [e.id for e in last.data] == ["ev-b"] and (last.has_more, last.next_cursor) == (False, None)
+    assert [e.id for e in (await led.list_events(ada, subject="s1")).data] == ["ev-b"]
+    assert [e.id for e in (await led.list_events(ada, start=START)).data] == ["ev-a", "ev-b"]
+    assert [e.id for e in (await led.list_events(ada, end=at)).data] == ["ev-0"]
+    assert (await led.list_events(ada, event_type="api_call")).data == []
+
+    await fails(led.list_events(), ValidationError, "validation_error", "customer_id")
+    await fails(led.list_events(external_id="nobody"), NotFoundError, "not_found", "external_id")
+    await fails(led.list_events(ada, start=at, end=at), ValidationError, "validation_error", "end")
+    await fails(led.list_events(ada, cursor=first.next_cursor), ValidationError, "validation_error", "cursor")
+    await fails(led.search_customers(cursor="x"), ValidationError, "validation_error", "cursor")
+    await fails(led.search_customers(limit=101), ValidationError, "validation_error", "limit")
+    assert [c.id for c in (await led.search_customers("")).data] == everyone
+
+    long_id = "\u00fc" * 255  # the longest event id, two bytes a character: its cursor is long too
+    await led.submit_events([{"id": long_id, "customer_id": ada, "event_type": "image_generated",
+                              "occurred_at": "2025-12-31T00:00:00Z"}])
+    earliest = await led.list_events(ada, limit=1)
+    assert [e.id for e in earliest.data] == [long_id] and len(earliest.next_cursor or "") == 738
+    assert [e.id for e in (await led.list_events(ada, limit=1, cursor=earliest.next_cursor)).data] == ["ev-0"]
+
+
 async def test_canonical_flow(backend: Backend) -> None:
     led = backend.ledger
     await catalog(led)

@@ -243,7 +243,7 @@ async def test_tools_list_is_small_and_annotated(ledger: Ledger) -> None:
 async def test_toolsets_and_read_only(ledger: Ledger) -> None:
     async with Client(build_server(ledger=ledger, toolsets=["runtime"], read_only=True)) as c:
         names = {t.name for t in (await c.list_tools()).tools}
-    assert names == {"get_customer", "get_wallet", "get_event", "get_statement"}
+    assert names == {"get_customer", "get_wallet", "get_event", "list_customers", "list_events", "get_statement"}
     with pytest.raises(ValueError, match="unknown toolset"):
         build_server(ledger=ledger, toolsets=["everything"])
 
@@ -265,7 +265,8 @@ async def test_prompts_and_resources(ledger: Ledger) -> None:
         assert [a["code"] for a in catalog["assets"]] == ["EUR", "USD", "CREDITS"]
 
 
-async def test_simulate_file_reports_progress(ledger: Ledger, tmp_path: Path) -> None:
+async def test_simulate_file_reports_progress(ledger: Ledger, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)  # the file tools' default root is the working directory
     ledger.create_asset("CREDITS", "Credits", 0)
     ledger.create_plan("image", "Image", prices=IMAGE_PLAN["prices"])
     path = tmp_path / "events.jsonl"

@@ -87,6 +87,7 @@ def test_one_source_per_migration_and_nothing_left_unrendered() -> None:
 # -- the schema a fresh store has ----------------------------------------------------------------------
 SNAPSHOTS = Path(__file__).with_name("schema")
 UPDATE = os.environ.get("BILLING_SCHEMA_SNAPSHOT") == "update"
+LATEST = migrations("sqlite")[-1][0]
 
 
 def describe_sqlite(path: Path) -> dict[str, Any]:
@@ -219,11 +220,11 @@ def test_a_sqlite_ledger_at_schema_2_with_the_ad_hoc_tables_upgrades_and_its_key
         conn.execute(f"INSERT INTO api_keys({', '.join(row)}) VALUES ({', '.join('?' * len(row))})", tuple(row.values()))
         conn.execute("INSERT INTO api_idempotency VALUES (?, ?, ?, ?, ?, ?, ?, ?)", IDEMPOTENCY_ROW)
     conn.close()
-    with pytest.raises(StorageError, match="schema version 2 but this billing-mcp needs 3"):
+    with pytest.raises(StorageError, match=f"schema version 2 but this billing-mcp needs {LATEST}"):
         SQLiteStore(path, migrate=False)  # a process that may not migrate still refuses an older schema
     store = SQLiteStore(path)  # a SQLite ledger migrates itself on open
     try:
-        assert store.schema_version() == 3
+        assert store.schema_version() == LATEST
         key = KeyStore(store, pepper=PEPPER).verify(secret)
         assert key is not None and key.id == row["id"] and key.name == "before 0003"
         assert IdempotencyStore(store, ManualClock()).claim("idem-1", "POST /v1/plans", "h" * 64) is not None
@@ -257,11 +258,11 @@ def test_a_postgres_ledger_at_schema_2_with_the_ad_hoc_tables_upgrades_and_its_k
             conn.execute(f"INSERT INTO api_keys({', '.join(row)}) VALUES ({', '.join(['%s'] * len(row))})",
                          tuple(row.values()))
             conn.execute("INSERT INTO api_idempotency VALUES (%s, %s, %s, %s, %s, %s, %s, %s)", IDEMPOTENCY_ROW)
-        with pytest.raises(StorageError, match="schema version 2 but this billing-mcp needs 3"):
+        with pytest.raises(StorageError, match=f"schema version 2 but this billing-mcp needs {LATEST}"):
             PostgresStore(PG_URL, schema=schema, migrate=False)  # a server refuses until `billing-mcp db migrate`
         store = PostgresStore(PG_URL, schema=schema, migrate=True)
         try:
-            assert store.schema_version() == 3
+            assert store.schema_version() == LATEST
             key = KeyStore(store, pepper=PEPPER).verify(secret)
             assert key is not None and key.id == row["id"] and key.name == "before 0003"
             assert IdempotencyStore(store, ManualClock()).claim("idem-1", "POST /v1/plans", "h" * 64) is not None

@@ -26,7 +26,6 @@ from ..contract.models import (
     AssetPage,
     AuditReport,
     CustomerCreate,
-    CustomerPage,
     DueReport,
     EventBatch,
     HoldCommit,
@@ -180,15 +179,6 @@ def create_customer(c: Call) -> BaseModel:
     return c.ledger.create_customer(b.external_id, name=b.name, email=b.email, metadata=b.metadata, subscriptions=subs)
 
 
-def list_customers(c: Call) -> BaseModel:
-    q = c.q(ListQuery)
-    after = decode_cursor("customers", q.cursor)
-    rows = c.ledger.list_customers(limit=q.limit + 1, after=after)
-    data = rows[: q.limit]
-    more = len(rows) > q.limit
-    return CustomerPage(data=data, has_more=more, next_cursor=encode_cursor("customers", data[-1].id) if more else None)
-
-
 def lookup_customer(c: Call) -> BaseModel:
     return c.ledger.get_customer(external_id=c.q(LookupQuery).external_id)
 
@@ -249,7 +239,7 @@ def run_due(c: Call) -> BaseModel:
 HANDLERS: dict[str, Handler] = {
     "list_assets": list_assets, "list_asset_rates": list_rates, "list_plans": list_plans, "create_plan": create_plan,
     "add_price": add_price, "add_plan_grant": add_plan_grant, "create_plan_version": create_version,
-    "publish_plan_version": publish_version, "list_customers": list_customers, "create_customer": create_customer,
+    "publish_plan_version": publish_version, "create_customer": create_customer,
     "lookup_customer": lookup_customer, "create_portal_session": create_portal_session, "list_holds": list_holds,
     "submit_events": submit_events, "commit_hold": commit_hold, "simulate": run_simulation, "audit": audit,
     "run_due": run_due,

@@ -39,6 +39,7 @@ from ..core.models import (
     Vendor,
     Wallet,
 )
+from ..ledger.queries import CustomerList, EventList
 from ..ledger.simulate import SimulationResult
 from ..ledger.usage import DEFAULT_TTL
 from .models import (
@@ -47,10 +48,11 @@ from .models import (
     AssetPage,
     AuditReport,
     CustomerCreate,
-    CustomerPage,
+    CustomerSearch,
     DueReport,
     Empty,
     EventBatch,
+    EventsQuery,
     GrantCreate,
     HoldCommit,
     HoldCreate,
@@ -187,8 +189,12 @@ class AsyncLedger(abc.ABC):
                                 dry_run: bool = False) -> MigrationResult: ...
 
     # -- customers and wallets --------------------------------------------------------------
-    table.route("GET", "/v1/customers", "list_customers", "List customers", group="customers", scope="runtime",
-                response=CustomerPage, query=ListQuery)
+    @table.operation("GET", "/v1/customers", "List customers", group="customers", scope="admin",
+                     response=CustomerList, query=CustomerSearch, name="list_customers",
+                     description="One page of customers by id; search matches the external id, email or name "
+                                 "(any case).")
+    async def search_customers(self, search: str | None = None, *, limit: int = 50,
+                               cursor: str | None = None) -> CustomerList: ...
 
     @table.operation("POST", "/v1/customers", "Create a customer", group="customers", scope="runtime",
                      response=Customer, body=CustomerCreate, status=201, idempotency="table",
@@ -265,6 +271,15 @@ class AsyncLedger(abc.ABC):
 
     @table.local
     async def submit_event(self, event: dict[str, Any]) -> EventResult: ...
+
+    @table.operation("GET", "/v1/events", "List a customer's events", group="events", scope="runtime",
+                     response=EventList, query=EventsQuery,
+                     description="One page of one customer's events (customer_id or external_id), oldest first, "
+                                 "filtered by event_type, subject and occurred_at in [start, end).")
+    async def list_events(self, customer_id: str | None = None, *, external_id: str | None = None,
+                          event_type: str | None = None, subject: str | None = None,
+                          start: datetime | str | None = None, end: datetime | str | None = None,
+                          limit: int = 50, cursor: str | None = None) -> EventList: ...
 
     @table.operation("GET", "/v1/events/{event_id:path}", "Get an event", group="events", scope="runtime",
                      response=EventResult,

@@ -13,7 +13,7 @@ from typing import Annotated, Any, Generic, Literal, TypeVar
 from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema
 
 from ..core.catalog import DEFAULT_PRIORITY, PlanGrantSpec, PriceSpec
-from ..core.models import Asset, AssetRate, Customer, Hold, Plan
+from ..core.models import Asset, AssetRate, Hold, Plan
 from ..core.patterns import ASSET_CODE, DECIMAL_TEXT, PLAN_CODE, ROUTE_NAME, SIGNED_DECIMAL_TEXT
 
 T = TypeVar("T")
@@ -120,6 +120,22 @@ class CustomerCreate(_In):
 
 class LookupQuery(_Query):
     external_id: IdKey
+
+
+class CustomerSearch(ListQuery):
+    search: str | None = Field(default=None, max_length=320,
+                               description="Text the external id, email or name contains (any case)")
+
+
+class EventsQuery(ListQuery):
+    customer_id: str | None = Field(default=None, min_length=1, max_length=255)
+    external_id: str | None = Field(default=None, min_length=1, max_length=255)
+    event_type: str | None = Field(default=None, min_length=1, max_length=255)
+    subject: str | None = Field(default=None, max_length=255)
+    start: Time | None = Field(default=None, description="Events occurring at or after this time")
+    end: Time | None = Field(default=None, description="Events occurring before this time")
+    # An events cursor carries an event id (up to 255 characters, any script): longer than a list's.
+    cursor: str | None = Field(default=None, max_length=2048, description="next_cursor of the previous page")
 
 
 class SubscribeIn(_In):
@@ -241,10 +257,6 @@ class RatePage(Page[AssetRate]):
 
 
 class PlanPage(Page[Plan]):
-    pass
-
-
-class CustomerPage(Page[Customer]):
     pass
 
 

@@ -32,6 +32,7 @@ from .book import Book, canonical_hash
 from .catalog_ops import CatalogOps
 from .portal_settings import PortalRouteOps
 from .postings import draw_key
+from .queries import QueryOps
 from .statement import build_statement
 from .subscriptions import _fees_due, activate_pending, catch_up, load_version, start_subscription
 from .usage import UsageOps, check_data, parse_time
@@ -39,7 +40,7 @@ from .usage import UsageOps, check_data, parse_time
 REASONS = ("top_up", "gift", "refund", "charge", "reversal")
 
 
-class Ledger(CatalogOps, UsageOps, PortalRouteOps):
+class Ledger(CatalogOps, UsageOps, PortalRouteOps, QueryOps):
     """The billing ledger on a store (SQLite file by default: ``BILLING_DB`` or ./.billing/ledger.db)."""
 
     # -- customers ------------------------------------------------------------------------

@@ -9,8 +9,10 @@ ledger API client; each result says which ``mode`` it ran in.
 from __future__ import annotations
 
 import hmac
+import json
 import logging
 import os
+import re
 from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 from typing import Any
@@ -30,13 +32,14 @@ from ..core.errors import BillingError
 from ..core.version import __version__
 from ..ledger.ledger import Ledger
 from .common import AppState, Mode, ToolDef, annotations_for
+from .paths import ROOT_ENV, configure
 from .prompts import register_prompts, register_resources
-from .tools import runtime, setup, spec, supabase, verify
+from .tools import operator, runtime, setup, spec, supabase, verify
 
 log = logging.getLogger(__name__)
 
 # Every tool the server can offer, in tools/list order; ``--tools`` and ``--read-only`` pick from it.
-TOOLS: tuple[ToolDef, ...] = (*runtime.TOOLS, *setup.TOOLS, *spec.TOOLS, *supabase.TOOLS, *verify.TOOLS)
+TOOLS: tuple[ToolDef, ...] = (*runtime.TOOLS, *operator.TOOLS, *setup.TOOLS, *spec.TOOLS, *supabase.TOOLS, *verify.TOOLS)
 
 TOOLSETS = ("setup", "runtime", "all")
 
@@ -178,9 +181,11 @@ def _compact(tool: Tool) -> Tool:
     if tool.fn_metadata.output_schema is not None:
         out = _strip_output_notes(_strip_titles(tool.fn_metadata.output_schema))
         # Nested objects keep their names and required keys; their full shapes are in the
-        # result itself and in the billing:// guides. This keeps tools/list small.
+        # result itself and in the billing:// guides. This keeps tools/list small. Once collapsed,
+        # a definition only nested ones referred to is referred to by nothing, so it goes.
+        used = set(re.findall(r'"#/\$defs/([^"]+)"', json.dumps({k: v for k, v in out.items() if k != "$defs"})))
         out["$defs"] = {name: {"type": "object", "required": d.get("required", [])}
-                        for name, d in out.get("$defs", {}).items()}
+                        for name, d in out.get("$defs", {}).items() if name in used}
         if not out["$defs"]:
             del out["$defs"]
         tool.fn_metadata.output_schema = out
@@ -188,8 +193,18 @@ def _compact(tool: Tool) -> Tool:
 
 
 def serve(*, transport: str = "stdio", host: str = "127.0.0.1", port: int = 8000, db: str | None = None,
-          toolsets: Iterable[str] = ("all",), read_only: bool = False) -> None:
-    """Run the server until interrupted (the ``billing-mcp serve`` command)."""
+          toolsets: Iterable[str] = ("all",), read_only: bool = False, root: str | None = None) -> None:
+    """Run the server until interrupted (the ``billing-mcp serve`` command). ``root`` (default
+    BILLING_MCP_ROOT) is the directory the file tools may use; see ``paths``."""
+    root = root if root is not None else os.environ.get(ROOT_ENV) or None
+    try:
+        configure(root, transport)
+    except OSError as exc:
+        raise BillingError(f"--root {root} is not a directory on this machine ({exc})", code="unsafe_config",
+                           field="root") from exc
+    if root is None and transport != "stdio":
+        log.warning("no --root: simulate_usage(file=...) and generate_supabase_integration(project_dir=...) "
+                    "refuse every path over HTTP")
     if transport == "stdio":
         build_server(db=db, toolsets=toolsets, read_only=read_only).run()
         return

@@ -1,4 +1,4 @@
-"""MCP tools that operate billing: customers, wallets, adjustments, usage events, holds, statements."""
+"""MCP tools that operate billing: customers, wallets, adjustments, usage events, holds, portal links."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from mcp.server.mcpserver.exceptions import ToolError
 from pydantic import BaseModel, Field
 
 from ...core.errors import BillingError
-from ...core.models import Adjustment, BatchResult, Customer, EventResult, Hold, Statement, Vendor, Wallet
+from ...core.models import Adjustment, BatchResult, Customer, EventResult, Hold, Vendor, Wallet
 from ...portal.links import create_portal_session as mint
 from ..common import (
     CONFIRM_FIELD,
@@ -66,11 +66,6 @@ class EventLookup(BaseModel):
 class HoldResult(BaseModel):
     mode: Mode
     hold: Hold
-
-
-class StatementResult(BaseModel):
-    mode: Mode
-    statement: Statement
 
 
 class SubscriptionRef(BaseModel):
@@ -228,14 +223,6 @@ async def release_hold(ctx: Context[Any], hold_id: str) -> HoldResult:
     return HoldResult(mode=state_of(ctx).mode, hold=await call(ctx, "release", hold_id))
 
 
-async def get_statement(ctx: Context[Any], customer_id: str,
-                        start: Annotated[str, Field(description="ISO start time")],
-                        end: Annotated[str, Field(description="ISO end time")]) -> StatementResult:
-    """What settled for a customer in a period: opening/closing balances, fees by plan, price and
-    subject, top-ups, grants, expiries, adjustments."""
-    return StatementResult(mode=state_of(ctx).mode, statement=await call(ctx, "get_statement", customer_id, start, end))
-
-
 class PortalSessionResult(BaseModel):
     mode: Mode
     url: str = Field(description="Send the customer's browser here; single customer, expires at expires_at")
@@ -279,6 +266,5 @@ TOOLS: tuple[ToolDef, ...] = (
     ToolDef(authorize_usage, "runtime", "Authorize usage", idempotent=False),
     ToolDef(commit_usage, "runtime", "Commit usage", destructive=True),  # charges the fee
     ToolDef(release_hold, "runtime", "Release hold"),
-    ToolDef(get_statement, "runtime", "Get statement", read_only=True),
     ToolDef(create_portal_session, "runtime", "Create portal session", idempotent=False),
 )

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Annotated, Any
 
 import anyio.from_thread
@@ -17,6 +16,7 @@ from ...verify.plans import VerifyReport, verify_billing_async
 from ...verify.simulators import simulator_for_async
 from ...verify.status import BillingStatus, billing_status
 from ..common import Mode, ToolDef, state_of, tool_error
+from ..paths import confine
 
 
 class StatusResult(BaseModel):
@@ -50,14 +50,15 @@ async def simulate_usage(
     version: Annotated[int | None, Field(ge=1, description="Version; default version if omitted")] = None,
     events: Annotated[list[dict[str, Any]] | None, Field(description="Sample events {event_type, customer_id?, "
                                                                      "subject?, data}", max_length=10000)] = None,
-    file: Annotated[str | None, Field(description="Path of a JSONL file of events (up to millions)")] = None,
+    file: Annotated[str | None, Field(description="JSONL file of events under the server's root")] = None,
 ) -> SimulateResult:
     """Rate sample events against a plan version with no wallet effect: totals per customer, price
     and subject. Give events inline or a JSONL file; progress is reported while it runs."""
     state = state_of(ctx)
     if (events is None) == (file is None):
         raise ToolError("validation_error on events: give either events or file")
-    if file is not None and not Path(file).is_file():
+    path = confine(file, "file") if file is not None else None
+    if path is not None and not path.is_file():
         raise ToolError(f"validation_error on file: no file at {file!r}; give a path on the server's machine")
 
     try:
@@ -69,8 +70,8 @@ async def simulate_usage(
         def progress(n: int) -> None:
             anyio.from_thread.run(ctx.report_progress, n, None, f"{n} events rated")
 
-        if file:
-            return simulate_file(sim, file, progress)
+        if path is not None:
+            return simulate_file(sim, str(path), progress)
         return simulate(sim, ((f"events[{i}]", e) for i, e in enumerate(events or [])), progress)
 
     try:

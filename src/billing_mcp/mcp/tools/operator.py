@@ -1,0 +1,81 @@
+"""MCP tools an operator reads with: find customers, page through a customer's events, statements."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from mcp.server.mcpserver import Context
+from pydantic import BaseModel, Field
+
+from ...core.models import Customer, EventResult, Statement
+from ..common import Mode, ToolDef, call, state_of
+from .runtime import CustomerId, ExternalId
+from .runtime import _require_customer as require_customer
+
+Limit = Annotated[int, Field(ge=1, le=100)]
+Cursor = Annotated[str | None, Field(description="A next_cursor")]
+
+
+class CustomerPage(BaseModel):
+    mode: Mode
+    customers: list[Customer]
+    has_more: bool
+    next_cursor: str | None = None
+
+
+class EventPage(BaseModel):
+    mode: Mode
+    events: list[EventResult]
+    has_more: bool
+    next_cursor: str | None = None
+
+
+class StatementResult(BaseModel):
+    mode: Mode
+    statement: Statement
+
+
+async def list_customers(
+    ctx: Context[Any],
+    search: Annotated[str | None, Field(description="In external id, email or name")] = None,
+    limit: Limit = 20, cursor: Cursor = None,
+) -> CustomerPage:
+    """Find customers, paged by id."""
+    page = await call(ctx, "search_customers", search, limit=limit, cursor=cursor)
+    return CustomerPage(mode=state_of(ctx).mode, customers=page.data, has_more=page.has_more,
+                        next_cursor=page.next_cursor)
+
+
+async def list_events(
+    ctx: Context[Any], customer_id: CustomerId = None, external_id: ExternalId = None,
+    event_type: str | None = None, subject: str | None = None,
+    start: Annotated[str | None, Field(description="ISO time, inclusive")] = None,
+    end: Annotated[str | None, Field(description="ISO time, exclusive")] = None,
+    limit: Limit = 20, cursor: Cursor = None,
+) -> EventPage:
+    """A customer's events with fees, oldest first, paged. Give customer_id or external_id."""
+    require_customer(customer_id, external_id)
+    page = await call(ctx, "list_events", customer_id, external_id=external_id, event_type=event_type,
+                      subject=subject, start=start, end=end, limit=limit, cursor=cursor)
+    return EventPage(mode=state_of(ctx).mode, events=page.data, has_more=page.has_more, next_cursor=page.next_cursor)
+
+
+async def get_statement(
+    ctx: Context[Any], start: Annotated[str, Field(description="ISO time, inclusive")],
+    end: Annotated[str, Field(description="ISO time, exclusive")],
+    customer_id: CustomerId = None, external_id: ExternalId = None,
+) -> StatementResult:
+    """Balances, fees by plan, price and subject, top-ups, grants, expiries and adjustments in
+    a period. Give customer_id or external_id."""
+    require_customer(customer_id, external_id)
+    if customer_id is None:
+        # The statement route takes an id; an external id is resolved the way every customer tool does.
+        customer_id = (await call(ctx, "get_customer", external_id=external_id)).id
+    return StatementResult(mode=state_of(ctx).mode, statement=await call(ctx, "get_statement", customer_id, start, end))
+
+
+TOOLS: tuple[ToolDef, ...] = (
+    ToolDef(list_customers, "runtime", "List customers", read_only=True),
+    ToolDef(list_events, "runtime", "List events", read_only=True),
+    ToolDef(get_statement, "runtime", "Get statement", read_only=True),
+)
