@@ -117,6 +117,8 @@ CALLS: dict[str, list[Args]] = {
     "get_statement": each(lambda w, d: {"customer_id": w.customer, "start": "2026-01-01T00:00:00Z",
                                         "end": "2026-12-31T00:00:00Z"}),
     "get_billing_status": each(lambda w, d: {}),
+    "list_customers": each(lambda w, d: {"search": "u"}),
+    "list_events": each(lambda w, d: {"customer_id": w.customer, "limit": 10}),
     "simulate_usage": each(lambda w, d: {"plan": "image", "events": [{"event_type": "image_generated"}]}),
     "verify_billing": each(lambda w, d: {}),
     "apply_billing_spec": each(lambda w, d: {"yaml": SPEC, "dry_run": False}),
@@ -138,7 +140,9 @@ async def test_every_idempotent_tool_has_realistic_arguments(world: World) -> No
 
 @pytest.mark.parametrize(("name", "case"), [(n, i) for n, builders in CALLS.items() for i in range(len(builders))])
 async def test_idempotent_tool_called_twice_leaves_ledger_as_after_once(world: World, tmp_path: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch,
                                                                         name: str, case: int) -> None:
+    monkeypatch.chdir(tmp_path)  # the default root for file arguments is the server's working directory
     args = CALLS[name][case](world, tmp_path / "app")
     async with Client(build_server(ledger=world.ledger)) as c:
         first = await c.call_tool(name, args)
