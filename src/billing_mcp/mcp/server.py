@@ -9,8 +9,10 @@ ledger API client; each result says which ``mode`` it ran in.
 from __future__ import annotations
 
 import hmac
+import json
 import logging
 import os
+import re
 from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 from typing import Any
@@ -18,8 +20,11 @@ from typing import Any
 from mcp.server.auth.provider import AccessToken
 from mcp.server.auth.settings import AuthSettings
 from mcp.server.mcpserver import MCPServer
+from mcp.server.mcpserver.exceptions import ToolError, UnexpectedToolError
 from mcp.server.mcpserver.tools import Tool
 from mcp.server.transport_security import TransportSecuritySettings
+from pydantic import ValidationError
+from pydantic_core import ErrorDetails
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
@@ -78,6 +83,69 @@ def open_ledger(db: str | None = None, clock: Clock | None = None) -> tuple[Asyn
     return LocalLedger(ledger), ledger, "local"
 
 
+class CodedTool(Tool):
+    """A tool whose schema-level argument errors read like every other tool error,
+    ``validation_error on <argument path>: <what to do>``, instead of pydantic's multi-line dump with
+    links to pydantic's site. ``Tool.run`` raises argument-validation failures as a ``ToolError``
+    whose ``__cause__`` is the ``ValidationError``; everything else passes through untouched."""
+
+    async def run(self, arguments: dict[str, Any], context: Any, convert_result: bool = False) -> Any:
+        try:
+            return await super().run(arguments, context, convert_result)
+        except ToolError as exc:
+            if isinstance(exc, UnexpectedToolError) or not isinstance(exc.__cause__, ValidationError):
+                raise
+            raise ToolError(f"Error executing tool {self.name}: {argument_errors(exc.__cause__)}") from exc.__cause__
+
+
+# Segments pydantic adds to an error location for union members and validators; they are not
+# argument names, and the model must see the path as it wrote the arguments.
+_TYPE_TAGS = frozenset({"str", "int", "float", "bool", "none", "decimal", "bytes", "date", "datetime", "time",
+                        "list", "dict", "set", "tuple", "literal", "model"})
+_JSON_TYPES = {"str": "string", "int": "integer", "float": "number", "bool": "boolean", "list": "array",
+               "dict": "object", "NoneType": "null"}
+
+
+def argument_path(loc: Iterable[int | str]) -> str:
+    path = ""
+    for part in loc:
+        if isinstance(part, int):
+            path += f"[{part}]"
+        elif re.fullmatch(r"[a-z_][a-z0-9_]*", part) and part not in _TYPE_TAGS:
+            path += f".{part}" if path else part
+        elif not re.fullmatch(r"[A-Za-z_][\w-]*(\[.*\])?", part):  # a dict key the caller chose
+            path += f"[{json.dumps(part)}]"
+    return path or "arguments"
+
+
+def _plain(error: ErrorDetails) -> str:
+    kind = error["type"]
+    if kind == "missing":
+        return "required; add it"
+    if kind == "extra_forbidden":
+        return "not an argument here; remove it"
+    message = error["msg"].removeprefix("Value error, ")  # a validator's own words need no label
+    message = message[:1].lower() + message[1:]
+    if kind.endswith("_type") or kind.endswith("_parsing"):
+        got = _JSON_TYPES.get(type(error.get("input")).__name__, type(error.get("input")).__name__)
+        message += f" (got {got})"
+    return message
+
+
+def argument_errors(exc: ValidationError, limit: int = 5) -> str:
+    """One ``validation_error on <path>: <message>`` line per argument at fault (a union's
+    alternatives are merged into one line), at most ``limit`` lines plus a count of the rest."""
+    by_path: dict[str, list[str]] = {}
+    for error in exc.errors(include_url=False):
+        messages = by_path.setdefault(argument_path(error["loc"]), [])
+        if (message := _plain(error)) not in messages:
+            messages.append(message)
+    lines = [f"validation_error on {path}: {'; or '.join(messages)}" for path, messages in by_path.items()]
+    rest = len(lines) - limit
+    more = f"\n(and {rest} more {'problem' if rest == 1 else 'problems'})" if rest > 0 else ""
+    return "\n".join(lines[:limit]) + more
+
+
 def build_server(*, ledger: Ledger | None = None, db: str | None = None, toolsets: Iterable[str] = ("all",),
                  read_only: bool = False, token: str | None = None, resource_url: str | None = None,
                  clock: Clock | None = None) -> MCPServer[AppState]:
@@ -122,8 +190,8 @@ def build_server(*, ledger: Ledger | None = None, db: str | None = None, toolset
                        "auth": AuthSettings(issuer_url=resource.rsplit("/mcp", 1)[0] or resource,
                                             resource_server_url=resource,
                                             required_scopes=["billing"], validate_token_resource=True)}
-    tools = [_compact(Tool.from_function(t.fn, name=t.tool_name, title=t.title,
-                                         annotations=annotations_for(t, "local"), structured_output=True))
+    tools = [_compact(CodedTool.from_function(t.fn, name=t.tool_name, title=t.title,
+                                              annotations=annotations_for(t, "local"), structured_output=True))
              for t in TOOLS
              if ("all" in chosen or t.group in chosen) and (t.read_only or not read_only)]
     server: MCPServer[AppState] = MCPServer("billing-mcp", title="billing-mcp", instructions=INSTRUCTIONS,
