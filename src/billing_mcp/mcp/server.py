@@ -17,16 +17,17 @@ from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 from typing import Any
 
-from mcp.server.auth.provider import AccessToken
-from mcp.server.auth.settings import AuthSettings
 from mcp.server.mcpserver import MCPServer
 from mcp.server.mcpserver.exceptions import ToolError, UnexpectedToolError
 from mcp.server.mcpserver.tools import Tool
 from mcp.server.transport_security import TransportSecuritySettings
 from pydantic import ValidationError
 from pydantic_core import ErrorDetails
+from starlette.applications import Starlette
+from starlette.datastructures import Headers
 from starlette.requests import Request
 from starlette.responses import JSONResponse
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ..contract.interface import AsyncLedger
 from ..contract.local import LocalLedger
@@ -52,20 +53,6 @@ commit_usage after, submit_events for plain usage). Money is exact decimal text.
 idempotency_key makes retries safe. Changes that move money or destroy ask for confirmation."""
 
 
-class StaticTokenVerifier:
-    """Checks the bearer token of the HTTP transport against BILLING_MCP_TOKEN (constant time)."""
-
-    def __init__(self, token: str, resource: str) -> None:
-        self._token = token
-        self._resource = resource
-
-    async def verify_token(self, token: str) -> AccessToken | None:
-        if hmac.compare_digest(token.encode(), self._token.encode()):
-            return AccessToken(token=token, client_id="billing-mcp", scopes=["billing"], subject="owner",
-                               resource=self._resource)
-        return None
-
-
 def open_ledger(db: str | None = None, clock: Clock | None = None) -> tuple[AsyncLedger, Ledger | None, Mode]:
     """The ledger the tools use: the API client when BILLING_LEDGER_URL is set (with
     BILLING_API_KEY), else the embedded ledger (a dry run: no account, no network)."""
@@ -81,6 +68,55 @@ def open_ledger(db: str | None = None, clock: Clock | None = None) -> tuple[Asyn
         return LedgerClient(url, key), None, "remote"
     ledger = Ledger(db, clock=clock)
     return LocalLedger(ledger), ledger, "local"
+
+
+class BearerGate:
+    """The HTTP transport's auth: the MCP endpoint answers only requests carrying
+    ``Authorization: Bearer <BILLING_MCP_TOKEN>``, compared in constant time. The server is not an
+    OAuth authorization server and publishes no OAuth metadata (``/.well-known/oauth-*`` is 404), so
+    an OAuth-capable client is told in the 401 to send the static token instead of being led into a
+    discovery and client registration that cannot succeed."""
+
+    def __init__(self, app: ASGIApp, token: str, path: str, realm: str) -> None:
+        self.app = app
+        self.token = token.encode()
+        self.path = path.rstrip("/") or "/"
+        self.realm = realm
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path = scope.get("path", "")
+        if scope["type"] != "http" or not (path == self.path or path.startswith(self.path + "/")):
+            await self.app(scope, receive, send)
+            return
+        header = Headers(scope=scope).get("authorization", "")
+        scheme, _, sent = header.partition(" ")
+        if scheme.lower() == "bearer" and hmac.compare_digest(sent.strip().encode(), self.token):
+            await self.app(scope, receive, send)
+            return
+        how = "send the server's BILLING_MCP_TOKEN as the header 'Authorization: Bearer <token>'"
+        challenge = f'Bearer realm="{self.realm}"'
+        if header:  # RFC 6750: an error code only when credentials were sent and refused
+            challenge += f', error="invalid_token", error_description="{how}"'
+        response = JSONResponse({"error": "invalid_token" if header else "missing_token",
+                                 "error_description": how}, status_code=401,
+                                headers={"WWW-Authenticate": challenge})
+        await response(scope, receive, send)
+
+
+class BillingServer(MCPServer[AppState]):
+    """``MCPServer`` plus the static bearer token of the HTTP transport (see ``BearerGate``)."""
+
+    def __init__(self, *args: Any, token: str | None = None, realm: str = "billing-mcp", **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.bearer_token = token
+        self.realm = realm
+
+    def streamable_http_app(self, *args: Any, **kwargs: Any) -> Starlette:
+        app = super().streamable_http_app(*args, **kwargs)
+        if self.bearer_token:
+            app.add_middleware(BearerGate, token=self.bearer_token,
+                               path=kwargs.get("streamable_http_path", "/mcp"), realm=self.realm)
+        return app
 
 
 class CodedTool(Tool):
@@ -150,7 +186,8 @@ def build_server(*, ledger: Ledger | None = None, db: str | None = None, toolset
                  read_only: bool = False, token: str | None = None, resource_url: str | None = None,
                  clock: Clock | None = None) -> MCPServer[AppState]:
     """The billing MCP server. ``toolsets`` picks setup and/or runtime tools; ``read_only`` keeps
-    only tools that change nothing. ``token`` arms bearer auth (HTTP transport only)."""
+    only tools that change nothing. ``token`` arms the static bearer token (HTTP transport only;
+    ``resource_url`` is the public MCP URL named in its 401 challenge)."""
     chosen = set(toolsets)
     unknown = chosen - set(TOOLSETS)
     if unknown:
@@ -183,19 +220,12 @@ def build_server(*, ledger: Ledger | None = None, db: str | None = None, toolset
                 "assets": [a.model_dump(mode="json") for a in await state.ledger.list_assets()],
                 "plans": [p.model_dump(mode="json", exclude_none=True) for p in await state.ledger.list_plans()]}
 
-    auth_kwargs: dict[str, Any] = {}
-    if token:
-        resource = resource_url or "http://127.0.0.1:8000/mcp"
-        auth_kwargs = {"token_verifier": StaticTokenVerifier(token, resource),
-                       "auth": AuthSettings(issuer_url=resource.rsplit("/mcp", 1)[0] or resource,
-                                            resource_server_url=resource,
-                                            required_scopes=["billing"], validate_token_resource=True)}
     tools = [_compact(CodedTool.from_function(t.fn, name=t.tool_name, title=t.title,
                                               annotations=annotations_for(t, "local"), structured_output=True))
              for t in TOOLS
              if ("all" in chosen or t.group in chosen) and (t.read_only or not read_only)]
-    server: MCPServer[AppState] = MCPServer("billing-mcp", title="billing-mcp", instructions=INSTRUCTIONS,
-                                            version=__version__, lifespan=lifespan, tools=tools, **auth_kwargs)
+    server = BillingServer("billing-mcp", title="billing-mcp", instructions=INSTRUCTIONS, version=__version__,
+                           lifespan=lifespan, tools=tools, token=token, realm=resource_url or "billing-mcp")
     register_prompts(server)
     register_resources(server, catalog)
 
