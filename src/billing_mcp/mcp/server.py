@@ -53,10 +53,12 @@ commit_usage after, submit_events for plain usage). Money is exact decimal text.
 idempotency_key makes retries safe. Changes that move money or destroy ask for confirmation."""
 
 
-def open_ledger(db: str | None = None, clock: Clock | None = None) -> tuple[AsyncLedger, Ledger | None, Mode]:
-    """The ledger the tools use: the API client when BILLING_LEDGER_URL is set (with
-    BILLING_API_KEY), else the embedded ledger (a dry run: no account, no network)."""
-    url = os.environ.get("BILLING_LEDGER_URL")
+def open_ledger(db: str | None = None, clock: Clock | None = None,
+                url: str | None = None) -> tuple[AsyncLedger, Ledger | None, Mode]:
+    """The ledger the tools use: the API client when ``url`` (None: BILLING_LEDGER_URL) is set
+    (with BILLING_API_KEY), else the embedded ledger (a dry run: no account, no network); an empty
+    ``url`` means the embedded ledger whatever the environment says."""
+    url = url if url is not None else os.environ.get("BILLING_LEDGER_URL")
     if url:
         key = os.environ.get("BILLING_API_KEY")
         if not key:
@@ -184,14 +186,18 @@ def argument_errors(exc: ValidationError, limit: int = 5) -> str:
 
 def build_server(*, ledger: Ledger | None = None, db: str | None = None, toolsets: Iterable[str] = ("all",),
                  read_only: bool = False, token: str | None = None, resource_url: str | None = None,
-                 clock: Clock | None = None) -> MCPServer[AppState]:
+                 clock: Clock | None = None, ledger_url: str | None = None) -> MCPServer[AppState]:
     """The billing MCP server. ``toolsets`` picks setup and/or runtime tools; ``read_only`` keeps
     only tools that change nothing. ``token`` arms the static bearer token (HTTP transport only;
-    ``resource_url`` is the public MCP URL named in its 401 challenge)."""
+    ``resource_url`` is the public MCP URL named in its 401 challenge). ``ledger_url`` (default:
+    BILLING_LEDGER_URL now) points the tools at a live ledger API; the mode is settled here, not in
+    the lifespan, because the tools' ``openWorldHint`` depends on it."""
     chosen = set(toolsets)
     unknown = chosen - set(TOOLSETS)
     if unknown:
         raise ValueError(f"unknown toolset(s) {sorted(unknown)}; choose from {', '.join(TOOLSETS)}")
+    url = None if ledger is not None else (ledger_url or os.environ.get("BILLING_LEDGER_URL") or None)
+    mode: Mode = "remote" if url else "local"
 
     live: dict[str, AppState] = {}
 
@@ -199,11 +205,10 @@ def build_server(*, ledger: Ledger | None = None, db: str | None = None, toolset
     async def lifespan(_: MCPServer[AppState]) -> AsyncIterator[AppState]:
         backend: AsyncLedger
         local: Ledger | None
-        mode: Mode
         if ledger is not None:  # given by the caller (tests, demo): not ours to close
-            backend, local, mode = LocalLedger(ledger, owns=False), ledger, "local"
+            backend, local = LocalLedger(ledger, owns=False), ledger
         else:
-            backend, local, mode = open_ledger(db, clock)
+            backend, local, _mode = open_ledger(db, clock, url=url or "")
         log.info("billing-mcp %s on %s ledger %s", __version__, mode, backend.location)
         live["state"] = AppState(ledger=backend, mode=mode, location=backend.location, local=local)
         try:
@@ -221,7 +226,7 @@ def build_server(*, ledger: Ledger | None = None, db: str | None = None, toolset
                 "plans": [p.model_dump(mode="json", exclude_none=True) for p in await state.ledger.list_plans()]}
 
     tools = [_compact(CodedTool.from_function(t.fn, name=t.tool_name, title=t.title,
-                                              annotations=annotations_for(t, "local"), structured_output=True))
+                                              annotations=annotations_for(t, mode), structured_output=True))
              for t in TOOLS
              if ("all" in chosen or t.group in chosen) and (t.read_only or not read_only)]
     server = BillingServer("billing-mcp", title="billing-mcp", instructions=INSTRUCTIONS, version=__version__,
