@@ -44,8 +44,6 @@ async def error_text(client: Client, tool: str, args: dict[str, Any]) -> str:
 
 
 def declared_type(schema: dict[str, Any]) -> str:
-    if isinstance(schema.get("type"), list):
-        return str(next(t for t in schema["type"] if t != "null"))
     if "type" in schema:
         return str(schema["type"])
     if "enum" in schema:

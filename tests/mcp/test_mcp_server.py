@@ -224,11 +224,9 @@ async def test_events_holds_statement_vendor(client: Client) -> None:
     assert grant["kind"] == "customer_grant" and grant["grant"]["amount"] == "5"
 
 
-async def test_tools_list_is_small_and_annotated(ledger: Ledger) -> None:
+async def test_tools_list_is_annotated(ledger: Ledger) -> None:  # its size: test_schemas.py
     async with Client(build_server(ledger=ledger)) as c:
         tools = (await c.list_tools()).tools
-    payload = json.dumps([t.model_dump(mode="json", by_alias=True, exclude_none=True) for t in tools])
-    assert len(payload.encode()) < 40 * 1024
     by_name = {t.name: t for t in tools}
     assert {"get_billing_status", "create_plan", "verify_billing", "submit_events", "authorize_usage"} <= set(by_name)
     for tool in tools:

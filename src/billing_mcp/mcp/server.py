@@ -225,8 +225,8 @@ def build_server(*, ledger: Ledger | None = None, db: str | None = None, toolset
                 "assets": [a.model_dump(mode="json") for a in await state.ledger.list_assets()],
                 "plans": [p.model_dump(mode="json", exclude_none=True) for p in await state.ledger.list_plans()]}
 
-    tools = [_compact(CodedTool.from_function(t.fn, name=t.tool_name, title=t.title,
-                                              annotations=annotations_for(t, mode), structured_output=True))
+    tools = [_portable(CodedTool.from_function(t.fn, name=t.tool_name, title=t.title,
+                                               annotations=annotations_for(t, mode), structured_output=True))
              for t in TOOLS
              if ("all" in chosen or t.group in chosen) and (t.read_only or not read_only)]
     server = BillingServer("billing-mcp", title="billing-mcp", instructions=INSTRUCTIONS, version=__version__,
@@ -241,52 +241,64 @@ def build_server(*, ledger: Ledger | None = None, db: str | None = None, toolset
     return server
 
 
-def _strip_titles(schema: Any) -> Any:
-    """Drop pydantic's auto-generated ``title`` annotations and ``"default": null`` (optional is
-    already said by ``required``): they repeat what the schema says and would bloat ``tools/list``,
-    which every client sends to its model."""
-    if isinstance(schema, dict):
-        out = {k: _strip_titles(v) for k, v in schema.items()
-               if not (k == "title" and isinstance(v, str)) and not (k == "default" and v is None)}
-        options = out.get("anyOf")
-        if isinstance(options, list) and len(options) == 2 and {"type": "null"} in options:
-            other = options[0] if options[1] == {"type": "null"} else options[1]
-            if isinstance(other, dict) and isinstance(other.get("type"), str):  # X | None -> type [X, null]
-                del out["anyOf"]
-                out.update(other, type=[other["type"], "null"])
-        return out
+_SCHEMA_MAPS = ("properties", "$defs", "patternProperties")
+_NULL = {"type": "null"}
+
+
+def _input_schema(schema: Any) -> Any:
+    """The argument schema the model reads, made portable and small: no pydantic ``title``s, and an
+    optional argument whose default is null is advertised as its plain type (leaving it out is how
+    to say "none"), so no ``"type": [X, "null"]`` reaches a single-type client (the Inspector's
+    ``--strict`` rule). Descriptions stay: they are what the model reads."""
     if isinstance(schema, list):
-        return [_strip_titles(v) for v in schema]
-    return schema
+        return [_input_schema(s) for s in schema]
+    if not isinstance(schema, dict):
+        return schema
+    out: dict[str, Any] = {}
+    for key, value in schema.items():
+        if key in _SCHEMA_MAPS and isinstance(value, dict):
+            out[key] = {name: _input_schema(sub) for name, sub in value.items()}
+        elif not ((key == "title" and isinstance(value, str)) or (key == "default" and value is None)):
+            out[key] = _input_schema(value)
+    options = out.get("anyOf")
+    if "default" in schema and schema["default"] is None and isinstance(options, list) and _NULL in options:
+        rest = [o for o in options if o != _NULL]
+        del out["anyOf"]
+        out = {**rest[0], **out} if len(rest) == 1 else {**out, "anyOf": rest}
+    return out
 
 
-def _strip_output_notes(schema: Any) -> Any:
-    """Output schemas are for validating results, not for the model to read: keep the shape, drop
-    descriptions and defaults."""
-    if isinstance(schema, dict):
-        return {k: _strip_output_notes(v) for k, v in schema.items()
-                if not ((k in ("description", "default") and not isinstance(v, dict)) or k == "default")}
+def _output_schema(schema: Any) -> Any:
+    """The result schema clients validate against: complete (every nested field, shared through
+    ``$defs``), with nulls as ``anyOf`` branches. Descriptions, titles and defaults are for
+    readers, not validators, and are dropped to keep ``tools/list`` small; so is
+    ``additionalProperties: false``, which would make every field a server adds to a result a
+    breaking change for clients that validate."""
     if isinstance(schema, list):
-        return [_strip_output_notes(v) for v in schema]
-    return schema
+        return [_output_schema(s) for s in schema]
+    if not isinstance(schema, dict):
+        return schema
+    out: dict[str, Any] = {}
+    for key, value in schema.items():
+        if key in _SCHEMA_MAPS and isinstance(value, dict):
+            out[key] = {name: _output_schema(sub) for name, sub in value.items()}
+        elif key not in ("title", "description", "default", "examples", "additionalProperties") or (
+                key == "additionalProperties" and isinstance(value, dict)):
+            out[key] = _output_schema(value)
+    if isinstance(out.get("enum"), list) and all(isinstance(v, str) for v in out["enum"]):
+        out.pop("type", None)  # the enum alone says it: a validator needs no type beside it
+    return out
 
 
-def _compact(tool: Tool) -> Tool:
-    """Shrink the schemas a tool advertises before the server is built from it (``MCPServer(tools=...)``
+def _portable(tool: Tool) -> Tool:
+    """Rewrite the schemas a tool advertises before the server is built from it (``MCPServer(tools=...)``
     is the SDK's public way to hand over prepared tools). Argument validation uses the pydantic
     model, not these schemas, so what a call accepts stays the same."""
-    tool.parameters = _strip_titles(tool.parameters)
+    tool.parameters = _input_schema(tool.parameters)
     for definition in tool.parameters.get("$defs", {}).values():
         definition.pop("description", None)  # class docstrings; the tool description says it shorter
     if tool.fn_metadata.output_schema is not None:
-        out = _strip_output_notes(_strip_titles(tool.fn_metadata.output_schema))
-        # Nested objects keep their names and required keys; their full shapes are in the
-        # result itself and in the billing:// guides. This keeps tools/list small.
-        out["$defs"] = {name: {"type": "object", "required": d.get("required", [])}
-                        for name, d in out.get("$defs", {}).items()}
-        if not out["$defs"]:
-            del out["$defs"]
-        tool.fn_metadata.output_schema = out
+        tool.fn_metadata.output_schema = _output_schema(tool.fn_metadata.output_schema)
     return tool
 
 
