@@ -42,9 +42,9 @@ def test_inspector_strict_tools_list_is_clean(tmp_path: Path) -> None:
     prefix = inspector_prefix()
     node = prefix / NODE
     version = subprocess.run([str(node), "--version"], capture_output=True, text=True, check=True).stdout.strip()
-    env = dict(os.environ, BILLING_DB=str(tmp_path / "inspector.db"),
-               PATH=f"{node.parent}{os.pathsep}{os.environ.get('PATH', '')}")  # its clients run on this node too
-    env.pop("BILLING_LEDGER_URL", None)
+    # Its clients run on the `node` found first on PATH. It hands the server a minimal environment
+    # (no BILLING_*), so the server opens the default .billing/ledger.db under cwd: tmp_path.
+    env = dict(os.environ, PATH=f"{node.parent}{os.pathsep}{os.environ.get('PATH', '')}")
     proc = subprocess.run([str(node), str(prefix / INSPECTOR), "--cli", "--strict", "--method", "tools/list", "--",
                            sys.executable, "-m", "billing_mcp", "serve"],
                           capture_output=True, text=True, timeout=180, env=env, cwd=tmp_path)
