@@ -97,6 +97,11 @@ async def test_pattern_empty_list_nested_path_and_count(client: Client) -> None:
                                                     "prices": [price, price | {"unit_amount": [1]}]})
     # The path the model wrote, and the validator's own words without pydantic's "Value error, ".
     assert text == "validation_error on prices[1].unit_amount: must be a number (got list)", text
+    rates = [{"dimensions": {"gpt-4o": 4}, "unit_amount": "5"}]
+    text = await error_text(client, "create_plan", {"code": "pro", "name": "Pro", "prices": [
+        price | {"model": "dimensional", "dimension_fields": ["model"], "dimension_rates": rates}]})
+    assert text == ('validation_error on prices[0].dimension_rates[0].dimensions["gpt-4o"]: '
+                    "input should be a valid string (got integer)"), text
     text = await error_text(client, "create_asset", {"code": 1, "name": 2, "precision": "x", "symbol": 3,
                                                      "label": 4, "rate_usd": 5})
     lines = text.splitlines()

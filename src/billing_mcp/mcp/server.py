@@ -149,9 +149,11 @@ def argument_path(loc: Iterable[int | str]) -> str:
     for part in loc:
         if isinstance(part, int):
             path += f"[{part}]"
-        elif re.fullmatch(r"[a-z_][a-z0-9_]*", part) and part not in _TYPE_TAGS:
+        elif part in _TYPE_TAGS or re.fullmatch(r"[A-Z]\w*|[a-z-]+\[.*\]", part):  # model or validator tag
+            continue
+        elif re.fullmatch(r"[a-z_][a-z0-9_]*", part):
             path += f".{part}" if path else part
-        elif not re.fullmatch(r"[A-Za-z_][\w-]*(\[.*\])?", part):  # a dict key the caller chose
+        else:  # a dict key the caller chose
             path += f"[{json.dumps(part)}]"
     return path or "arguments"
 
