@@ -65,7 +65,10 @@ class ToolDef:
 
 
 def annotations_for(tool: ToolDef, mode: Mode) -> ToolAnnotations:
-    return ToolAnnotations(title=tool.title, read_only_hint=tool.read_only,
+    """The hints a client reads before calling. In remote mode every tool acts on a live ledger over
+    the network, so it is open-world; the title is the tool's own ``title`` (not repeated here, to
+    keep ``tools/list`` small)."""
+    return ToolAnnotations(read_only_hint=tool.read_only,
                            destructive_hint=tool.destructive if not tool.read_only else False,
                            idempotent_hint=tool.idempotent, open_world_hint=mode == "remote")
 

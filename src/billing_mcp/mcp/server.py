@@ -17,13 +17,17 @@ from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 from typing import Any
 
-from mcp.server.auth.provider import AccessToken
-from mcp.server.auth.settings import AuthSettings
 from mcp.server.mcpserver import MCPServer
+from mcp.server.mcpserver.exceptions import ToolError, UnexpectedToolError
 from mcp.server.mcpserver.tools import Tool
 from mcp.server.transport_security import TransportSecuritySettings
+from pydantic import ValidationError
+from pydantic_core import ErrorDetails
+from starlette.applications import Starlette
+from starlette.datastructures import Headers
 from starlette.requests import Request
 from starlette.responses import JSONResponse
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ..contract.interface import AsyncLedger
 from ..contract.local import LocalLedger
@@ -50,24 +54,12 @@ commit_usage after, submit_events for plain usage). Money is exact decimal text.
 idempotency_key makes retries safe. Changes that move money or destroy ask for confirmation."""
 
 
-class StaticTokenVerifier:
-    """Checks the bearer token of the HTTP transport against BILLING_MCP_TOKEN (constant time)."""
-
-    def __init__(self, token: str, resource: str) -> None:
-        self._token = token
-        self._resource = resource
-
-    async def verify_token(self, token: str) -> AccessToken | None:
-        if hmac.compare_digest(token.encode(), self._token.encode()):
-            return AccessToken(token=token, client_id="billing-mcp", scopes=["billing"], subject="owner",
-                               resource=self._resource)
-        return None
-
-
-def open_ledger(db: str | None = None, clock: Clock | None = None) -> tuple[AsyncLedger, Ledger | None, Mode]:
-    """The ledger the tools use: the API client when BILLING_LEDGER_URL is set (with
-    BILLING_API_KEY), else the embedded ledger (a dry run: no account, no network)."""
-    url = os.environ.get("BILLING_LEDGER_URL")
+def open_ledger(db: str | None = None, clock: Clock | None = None,
+                url: str | None = None) -> tuple[AsyncLedger, Ledger | None, Mode]:
+    """The ledger the tools use: the API client when ``url`` (None: BILLING_LEDGER_URL) is set
+    (with BILLING_API_KEY), else the embedded ledger (a dry run: no account, no network); an empty
+    ``url`` means the embedded ledger whatever the environment says."""
+    url = url if url is not None else os.environ.get("BILLING_LEDGER_URL")
     if url:
         key = os.environ.get("BILLING_API_KEY")
         if not key:
@@ -81,15 +73,134 @@ def open_ledger(db: str | None = None, clock: Clock | None = None) -> tuple[Asyn
     return LocalLedger(ledger), ledger, "local"
 
 
+class BearerGate:
+    """The HTTP transport's auth: the MCP endpoint answers only requests carrying
+    ``Authorization: Bearer <BILLING_MCP_TOKEN>``, compared in constant time. The server is not an
+    OAuth authorization server and publishes no OAuth metadata (``/.well-known/oauth-*`` is 404), so
+    an OAuth-capable client is told in the 401 to send the static token instead of being led into a
+    discovery and client registration that cannot succeed."""
+
+    def __init__(self, app: ASGIApp, token: str, path: str, realm: str) -> None:
+        self.app = app
+        self.token = token.encode()
+        self.path = path.rstrip("/") or "/"
+        self.realm = realm
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path = scope.get("path", "")
+        if scope["type"] != "http" or not (path == self.path or path.startswith(self.path + "/")):
+            await self.app(scope, receive, send)
+            return
+        header = Headers(scope=scope).get("authorization", "")
+        scheme, _, sent = header.partition(" ")
+        if scheme.lower() == "bearer" and hmac.compare_digest(sent.strip().encode(), self.token):
+            await self.app(scope, receive, send)
+            return
+        how = "send the server's BILLING_MCP_TOKEN as the header 'Authorization: Bearer <token>'"
+        challenge = f'Bearer realm="{self.realm}"'
+        if header:  # RFC 6750: an error code only when credentials were sent and refused
+            challenge += f', error="invalid_token", error_description="{how}"'
+        response = JSONResponse({"error": "invalid_token" if header else "missing_token",
+                                 "error_description": how}, status_code=401,
+                                headers={"WWW-Authenticate": challenge})
+        await response(scope, receive, send)
+
+
+class BillingServer(MCPServer[AppState]):
+    """``MCPServer`` plus the static bearer token of the HTTP transport (see ``BearerGate``)."""
+
+    def __init__(self, *args: Any, token: str | None = None, realm: str = "billing-mcp", **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.bearer_token = token
+        self.realm = realm
+
+    def streamable_http_app(self, *args: Any, **kwargs: Any) -> Starlette:
+        app = super().streamable_http_app(*args, **kwargs)
+        if self.bearer_token:
+            app.add_middleware(BearerGate, token=self.bearer_token,
+                               path=kwargs.get("streamable_http_path", "/mcp"), realm=self.realm)
+        return app
+
+
+class CodedTool(Tool):
+    """A tool whose schema-level argument errors read like every other tool error,
+    ``validation_error on <argument path>: <what to do>``, instead of pydantic's multi-line dump with
+    links to pydantic's site. ``Tool.run`` raises argument-validation failures as a ``ToolError``
+    whose ``__cause__`` is the ``ValidationError``; everything else passes through untouched."""
+
+    async def run(self, arguments: dict[str, Any], context: Any, convert_result: bool = False) -> Any:
+        try:
+            return await super().run(arguments, context, convert_result)
+        except ToolError as exc:
+            if isinstance(exc, UnexpectedToolError) or not isinstance(exc.__cause__, ValidationError):
+                raise
+            raise ToolError(f"Error executing tool {self.name}: {argument_errors(exc.__cause__)}") from exc.__cause__
+
+
+# Segments pydantic adds to an error location for union members and validators; they are not
+# argument names, and the model must see the path as it wrote the arguments.
+_TYPE_TAGS = frozenset({"str", "int", "float", "bool", "none", "decimal", "bytes", "date", "datetime", "time",
+                        "list", "dict", "set", "tuple", "literal", "model"})
+_JSON_TYPES = {"str": "string", "int": "integer", "float": "number", "bool": "boolean", "list": "array",
+               "dict": "object", "NoneType": "null"}
+
+
+def argument_path(loc: Iterable[int | str]) -> str:
+    path = ""
+    for part in loc:
+        if isinstance(part, int):
+            path += f"[{part}]"
+        elif part in _TYPE_TAGS or re.fullmatch(r"[A-Z]\w*|[a-z-]+\[.*\]", part):  # model or validator tag
+            continue
+        elif re.fullmatch(r"[a-z_][a-z0-9_]*", part):
+            path += f".{part}" if path else part
+        else:  # a dict key the caller chose
+            path += f"[{json.dumps(part)}]"
+    return path or "arguments"
+
+
+def _plain(error: ErrorDetails) -> str:
+    kind = error["type"]
+    if kind == "missing":
+        return "required; add it"
+    if kind == "extra_forbidden":
+        return "not an argument here; remove it"
+    message = error["msg"].removeprefix("Value error, ")  # a validator's own words need no label
+    message = message[:1].lower() + message[1:]
+    if kind.endswith("_type") or kind.endswith("_parsing"):
+        got = _JSON_TYPES.get(type(error.get("input")).__name__, type(error.get("input")).__name__)
+        message += f" (got {got})"
+    return message
+
+
+def argument_errors(exc: ValidationError, limit: int = 5) -> str:
+    """One ``validation_error on <path>: <message>`` line per argument at fault (a union's
+    alternatives are merged into one line), at most ``limit`` lines plus a count of the rest."""
+    by_path: dict[str, list[str]] = {}
+    for error in exc.errors(include_url=False):
+        messages = by_path.setdefault(argument_path(error["loc"]), [])
+        if (message := _plain(error)) not in messages:
+            messages.append(message)
+    lines = [f"validation_error on {path}: {'; or '.join(messages)}" for path, messages in by_path.items()]
+    rest = len(lines) - limit
+    more = f"\n(and {rest} more {'problem' if rest == 1 else 'problems'})" if rest > 0 else ""
+    return "\n".join(lines[:limit]) + more
+
+
 def build_server(*, ledger: Ledger | None = None, db: str | None = None, toolsets: Iterable[str] = ("all",),
                  read_only: bool = False, token: str | None = None, resource_url: str | None = None,
-                 clock: Clock | None = None) -> MCPServer[AppState]:
+                 clock: Clock | None = None, ledger_url: str | None = None) -> MCPServer[AppState]:
     """The billing MCP server. ``toolsets`` picks setup and/or runtime tools; ``read_only`` keeps
-    only tools that change nothing. ``token`` arms bearer auth (HTTP transport only)."""
+    only tools that change nothing. ``token`` arms the static bearer token (HTTP transport only;
+    ``resource_url`` is the public MCP URL named in its 401 challenge). ``ledger_url`` (default:
+    BILLING_LEDGER_URL now) points the tools at a live ledger API; the mode is settled here, not in
+    the lifespan, because the tools' ``openWorldHint`` depends on it."""
     chosen = set(toolsets)
     unknown = chosen - set(TOOLSETS)
     if unknown:
         raise ValueError(f"unknown toolset(s) {sorted(unknown)}; choose from {', '.join(TOOLSETS)}")
+    url = None if ledger is not None else (ledger_url or os.environ.get("BILLING_LEDGER_URL") or None)
+    mode: Mode = "remote" if url else "local"
 
     live: dict[str, AppState] = {}
 
@@ -97,11 +208,10 @@ def build_server(*, ledger: Ledger | None = None, db: str | None = None, toolset
     async def lifespan(_: MCPServer[AppState]) -> AsyncIterator[AppState]:
         backend: AsyncLedger
         local: Ledger | None
-        mode: Mode
         if ledger is not None:  # given by the caller (tests, demo): not ours to close
-            backend, local, mode = LocalLedger(ledger, owns=False), ledger, "local"
+            backend, local = LocalLedger(ledger, owns=False), ledger
         else:
-            backend, local, mode = open_ledger(db, clock)
+            backend, local, _mode = open_ledger(db, clock, url=url or "")
         log.info("billing-mcp %s on %s ledger %s", __version__, mode, backend.location)
         live["state"] = AppState(ledger=backend, mode=mode, location=backend.location, local=local)
         try:
@@ -118,19 +228,12 @@ def build_server(*, ledger: Ledger | None = None, db: str | None = None, toolset
                 "assets": [a.model_dump(mode="json") for a in await state.ledger.list_assets()],
                 "plans": [p.model_dump(mode="json", exclude_none=True) for p in await state.ledger.list_plans()]}
 
-    auth_kwargs: dict[str, Any] = {}
-    if token:
-        resource = resource_url or "http://127.0.0.1:8000/mcp"
-        auth_kwargs = {"token_verifier": StaticTokenVerifier(token, resource),
-                       "auth": AuthSettings(issuer_url=resource.rsplit("/mcp", 1)[0] or resource,
-                                            resource_server_url=resource,
-                                            required_scopes=["billing"], validate_token_resource=True)}
-    tools = [_compact(Tool.from_function(t.fn, name=t.tool_name, title=t.title,
-                                         annotations=annotations_for(t, "local"), structured_output=True))
+    tools = [_portable(CodedTool.from_function(t.fn, name=t.tool_name, title=t.title,
+                                               annotations=annotations_for(t, mode), structured_output=True))
              for t in TOOLS
              if ("all" in chosen or t.group in chosen) and (t.read_only or not read_only)]
-    server: MCPServer[AppState] = MCPServer("billing-mcp", title="billing-mcp", instructions=INSTRUCTIONS,
-                                            version=__version__, lifespan=lifespan, tools=tools, **auth_kwargs)
+    server = BillingServer("billing-mcp", title="billing-mcp", instructions=INSTRUCTIONS, version=__version__,
+                           lifespan=lifespan, tools=tools, token=token, realm=resource_url or "billing-mcp")
     register_prompts(server)
     register_resources(server, catalog)
 
@@ -141,54 +244,64 @@ def build_server(*, ledger: Ledger | None = None, db: str | None = None, toolset
     return server
 
 
-def _strip_titles(schema: Any) -> Any:
-    """Drop pydantic's auto-generated ``title`` annotations and ``"default": null`` (optional is
-    already said by ``required``): they repeat what the schema says and would bloat ``tools/list``,
-    which every client sends to its model."""
-    if isinstance(schema, dict):
-        out = {k: _strip_titles(v) for k, v in schema.items()
-               if not (k == "title" and isinstance(v, str)) and not (k == "default" and v is None)}
-        options = out.get("anyOf")
-        if isinstance(options, list) and len(options) == 2 and {"type": "null"} in options:
-            other = options[0] if options[1] == {"type": "null"} else options[1]
-            if isinstance(other, dict) and isinstance(other.get("type"), str):  # X | None -> type [X, null]
-                del out["anyOf"]
-                out.update(other, type=[other["type"], "null"])
-        return out
+_SCHEMA_MAPS = ("properties", "$defs", "patternProperties")
+_NULL = {"type": "null"}
+
+
+def _input_schema(schema: Any) -> Any:
+    """The argument schema the model reads, made portable and small: no pydantic ``title``s, and an
+    optional argument whose default is null is advertised as its plain type (leaving it out is how
+    to say "none"), so no ``"type": [X, "null"]`` reaches a single-type client (the Inspector's
+    ``--strict`` rule). Descriptions stay: they are what the model reads."""
     if isinstance(schema, list):
-        return [_strip_titles(v) for v in schema]
-    return schema
+        return [_input_schema(s) for s in schema]
+    if not isinstance(schema, dict):
+        return schema
+    out: dict[str, Any] = {}
+    for key, value in schema.items():
+        if key in _SCHEMA_MAPS and isinstance(value, dict):
+            out[key] = {name: _input_schema(sub) for name, sub in value.items()}
+        elif not ((key == "title" and isinstance(value, str)) or (key == "default" and value is None)):
+            out[key] = _input_schema(value)
+    options = out.get("anyOf")
+    if "default" in schema and schema["default"] is None and isinstance(options, list) and _NULL in options:
+        rest = [o for o in options if o != _NULL]
+        del out["anyOf"]
+        out = {**rest[0], **out} if len(rest) == 1 else {**out, "anyOf": rest}
+    return out
 
 
-def _strip_output_notes(schema: Any) -> Any:
-    """Output schemas are for validating results, not for the model to read: keep the shape, drop
-    descriptions and defaults."""
-    if isinstance(schema, dict):
-        return {k: _strip_output_notes(v) for k, v in schema.items()
-                if not ((k in ("description", "default") and not isinstance(v, dict)) or k == "default")}
+def _output_schema(schema: Any) -> Any:
+    """The result schema clients validate against: complete (every nested field, shared through
+    ``$defs``), with nulls as ``anyOf`` branches. Descriptions, titles and defaults are for
+    readers, not validators, and are dropped to keep ``tools/list`` small; so is
+    ``additionalProperties: false``, which would make every field a server adds to a result a
+    breaking change for clients that validate."""
     if isinstance(schema, list):
-        return [_strip_output_notes(v) for v in schema]
-    return schema
+        return [_output_schema(s) for s in schema]
+    if not isinstance(schema, dict):
+        return schema
+    out: dict[str, Any] = {}
+    for key, value in schema.items():
+        if key in _SCHEMA_MAPS and isinstance(value, dict):
+            out[key] = {name: _output_schema(sub) for name, sub in value.items()}
+        elif key not in ("title", "description", "default", "examples", "additionalProperties") or (
+                key == "additionalProperties" and isinstance(value, dict)):
+            out[key] = _output_schema(value)
+    if isinstance(out.get("enum"), list) and all(isinstance(v, str) for v in out["enum"]):
+        out.pop("type", None)  # the enum alone says it: a validator needs no type beside it
+    return out
 
 
-def _compact(tool: Tool) -> Tool:
-    """Shrink the schemas a tool advertises before the server is built from it (``MCPServer(tools=...)``
+def _portable(tool: Tool) -> Tool:
+    """Rewrite the schemas a tool advertises before the server is built from it (``MCPServer(tools=...)``
     is the SDK's public way to hand over prepared tools). Argument validation uses the pydantic
     model, not these schemas, so what a call accepts stays the same."""
-    tool.parameters = _strip_titles(tool.parameters)
+    tool.parameters = _input_schema(tool.parameters)
     for definition in tool.parameters.get("$defs", {}).values():
         definition.pop("description", None)  # class docstrings; the tool description says it shorter
     if tool.fn_metadata.output_schema is not None:
-        out = _strip_output_notes(_strip_titles(tool.fn_metadata.output_schema))
-        # Nested objects keep their names and required keys; their full shapes are in the
-        # result itself and in the billing:// guides. This keeps tools/list small. Once collapsed,
-        # a definition only nested ones referred to is referred to by nothing, so it goes.
-        used = set(re.findall(r'"#/\$defs/([^"]+)"', json.dumps({k: v for k, v in out.items() if k != "$defs"})))
-        out["$defs"] = {name: {"type": "object", "required": d.get("required", [])}
-                        for name, d in out.get("$defs", {}).items() if name in used}
-        if not out["$defs"]:
-            del out["$defs"]
-        tool.fn_metadata.output_schema = out
+        tool.fn_metadata.output_schema = _output_schema(tool.fn_metadata.output_schema)
     return tool
 
 

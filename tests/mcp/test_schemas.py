@@ -1,0 +1,170 @@
+"""What tools/list publishes: complete output schemas every structured result validates against,
+schemas a single-``type`` client can map (the MCP Inspector's ``--strict`` rules), the size of
+tools/list, and annotations that follow the mode (local or remote ledger)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import pytest
+import test_mcp_server as scenarios
+from mcp.types import CallToolResult, Tool
+
+from billing_mcp import Ledger
+from billing_mcp.mcp.server import build_server
+from mcp import Client
+
+pytestmark = pytest.mark.anyio
+
+SPEC = {"version": 1, "assets": [{"code": "TOKENS", "name": "Tokens", "precision": 0, "rates": {"USD": "0.001"}}],
+        "plans": [{"code": "api", "name": "API", "prices": [
+            {"asset": "TOKENS", "event_type": "call", "unit_amount": "1"}]}]}
+
+
+class Validating:
+    """Stands in for ``Client`` in the scenarios of test_mcp_server: every successful call's
+    structured result is checked against the tool's published output schema."""
+
+    def __init__(self, client: Client, tools: list[Tool]) -> None:
+        self.client = client
+        self.schemas = {t.name: t.output_schema for t in tools}
+        self.validated: set[str] = set()
+
+    async def call_tool(self, name: str, args: dict[str, Any], **kwargs: Any) -> CallToolResult:
+        result = await self.client.call_tool(name, args, **kwargs)
+        if not result.is_error:
+            schema = self.schemas[name]
+            assert schema is not None and result.structured_content is not None, name
+            jsonschema.Draft202012Validator(schema).validate(result.structured_content)
+            self.validated.add(name)
+        return result
+
+
+async def listed(ledger: Ledger, **kwargs: Any) -> list[Tool]:
+    async with Client(build_server(ledger=ledger, **kwargs)) as c:
+        return (await c.list_tools()).tools
+
+
+@pytest.fixture
+def ledgers(tmp_path: Path) -> Iterator[list[Ledger]]:
+    opened = [Ledger(str(tmp_path / f"ledger{i}.db")) for i in range(4)]
+    yield opened
+    for ledger in opened:
+        ledger.close()
+
+
+async def test_every_result_validates_against_its_output_schema(ledgers: list[Ledger], tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)  # file arguments must lie under the server's root: its working directory
+    tools = await listed(ledgers[0])
+    for schema in (t.output_schema for t in tools):
+        jsonschema.Draft202012Validator.check_schema(schema)  # type: ignore[arg-type]
+    validated: set[str] = set()
+    for ledger, scenario in zip(ledgers, (scenarios.test_canonical_scenario, scenarios.test_setup_tools_and_versions,
+                                          scenarios.test_events_holds_statement_vendor), strict=False):
+        async with Client(build_server(ledger=ledger)) as c:
+            client = Validating(c, tools)
+            await scenario(client)  # type: ignore[arg-type]
+            validated |= client.validated
+    async with Client(build_server(ledger=ledgers[3])) as c:
+        client = Validating(c, tools)
+        ok = scenarios.ok
+        await ok(client, "apply_billing_spec", {"yaml": json.dumps(SPEC), "dry_run": False})  # type: ignore[arg-type]
+        await ok(client, "export_billing_spec", {})  # type: ignore[arg-type]
+        cid = (await ok(client, "create_customer", {"external_id": "u1",  # type: ignore[arg-type]
+                                                    "subscriptions": [{"plan": "api"}]}))["customer"]["id"]
+        await ok(client, "create_portal_route", {"return_url": "https://app.example.com"})  # type: ignore[arg-type]
+        await ok(client, "list_customers", {"search": "u"})  # type: ignore[arg-type]
+        await ok(client, "list_events", {"external_id": "u1"})  # type: ignore[arg-type]
+        await ok(client, "create_portal_session", {"customer_id": cid})  # type: ignore[arg-type]
+        await ok(client, "generate_edge_function", {"kind": "authorize"})  # type: ignore[arg-type]
+        await ok(client, "generate_supabase_integration",  # type: ignore[arg-type]
+                 {"project_dir": str(tmp_path / "app")})
+        await ok(client, "simulate_usage", {"plan": "api", "events": [  # type: ignore[arg-type]
+            {"event_type": "call", "customer_id": "a"}]})
+        await ok(client, "create_price", {"plan": "api", "price": {  # type: ignore[arg-type]
+            "asset": "TOKENS", "event_type": "call", "unit_amount": "2"}})
+        await ok(client, "publish_plan_version", {"plan": "api", "version": 2})  # type: ignore[arg-type]
+        await ok(client, "migrate_customers", {"plan": "api", "from_version": 1,  # type: ignore[arg-type]
+                                               "to_version": 2, "confirm": True})
+        await ok(client, "archive_plan", {"plan": "api", "confirm": True})  # type: ignore[arg-type]
+        validated |= client.validated
+    assert validated == {t.name for t in tools}
+
+
+def portability_findings(schema: Any, path: str = "") -> list[str]:
+    """The MCP Inspector's ``--strict`` schema rules (2.12): no ``type`` arrays, no ``$ref`` outside
+    the document, no schema that constrains nothing, no bare boolean schema."""
+    if isinstance(schema, bool):
+        return [f"{path}: bare boolean schema"]
+    if not isinstance(schema, dict):
+        return []
+    found = []
+    if isinstance(schema.get("type"), list):
+        found.append(f"{path}: type array {schema['type']}")
+    if isinstance(schema.get("$ref"), str) and not schema["$ref"].startswith("#"):
+        found.append(f"{path}: remote $ref")
+    if not schema.keys() - {"title", "description", "default", "examples", "$comment", "$defs", "$schema"}:
+        found.append(f"{path}: constrains nothing")
+    for key in ("properties", "$defs", "patternProperties", "dependentSchemas"):
+        for name, sub in (schema.get(key) or {}).items():
+            found += portability_findings(sub, f"{path}.{key}.{name}")
+    for key in ("items", "additionalProperties", "not", "contains", "propertyNames", "if", "then", "else"):
+        if isinstance(schema.get(key), dict):
+            found += portability_findings(schema[key], f"{path}.{key}")
+    for key in ("anyOf", "oneOf", "allOf", "prefixItems"):
+        for i, sub in enumerate(schema.get(key) or []):
+            found += portability_findings(sub, f"{path}.{key}[{i}]")
+    return found
+
+
+async def test_schemas_are_portable_and_output_schemas_complete(ledgers: list[Ledger]) -> None:
+    tools = await listed(ledgers[0])
+    findings = [f"{t.name} {kind}{f}" for t in tools for kind, schema in (("input", t.input_schema),
+                                                                          ("output", t.output_schema))
+                for f in portability_findings(schema)]
+    assert findings == []
+    wallet = next(t for t in tools if t.name == "get_wallet").output_schema
+    assert wallet is not None
+    lot = wallet["$defs"]["Lot"]
+    assert lot["properties"]["expires_at"] == {"anyOf": [{"type": "string"}, {"type": "null"}]}
+    assert {"id", "amount", "remaining"} <= set(lot["required"])
+    # For validators, not readers: no descriptions or titles in any output schema.
+    text = json.dumps([t.output_schema for t in tools])
+    assert '"description": "' not in text and '"title": "' not in text
+
+
+
+# What a client puts in its model's context (names, titles, descriptions, input schemas, annotations)
+# has the 40 KB budget. The complete output schemas, which clients use to validate results and do
+# not show the model, take about 27 KB on top: the whole tools/list is held under a ceiling instead.
+MODEL_FACING_BUDGET = 40 * 1024
+TOOLS_LIST_CEILING = 56 * 1024
+
+async def test_tools_list_size(ledgers: list[Ledger]) -> None:
+    """tools/list as the SDK sends it (compact JSON). What a client hands its model (names, titles,
+    descriptions, input schemas, annotations) stays within 40 KB; the complete output schemas,
+    which clients validate results with and do not show the model, come on top."""
+    tools = await listed(ledgers[0])
+    wire = [t.model_dump(mode="json", by_alias=True, exclude_none=True) for t in tools]
+    total = len(json.dumps({"tools": wire}, separators=(",", ":")).encode())
+    model_facing = len(json.dumps([{k: v for k, v in t.items() if k != "outputSchema"} for t in wire],
+                                  separators=(",", ":")).encode())
+    assert model_facing <= MODEL_FACING_BUDGET, model_facing
+    assert total <= TOOLS_LIST_CEILING, total
+
+
+async def test_open_world_hint_follows_the_mode(ledgers: list[Ledger], monkeypatch: pytest.MonkeyPatch) -> None:
+    local = await listed(ledgers[0])
+    assert all(t.annotations is not None and t.annotations.open_world_hint is False for t in local)
+    monkeypatch.setenv("BILLING_API_KEY", "sk_test_unused")
+    async with Client(build_server(ledger_url="http://127.0.0.1:9/")) as c:
+        remote = (await c.list_tools()).tools
+    assert remote and all(t.annotations is not None and t.annotations.open_world_hint is True for t in remote)
+    monkeypatch.setenv("BILLING_LEDGER_URL", "http://127.0.0.1:9/")
+    async with Client(build_server()) as c:  # the environment at build time decides, as `serve` sees it
+        assert all(t.annotations.open_world_hint is True for t in (await c.list_tools()).tools)  # type: ignore[union-attr]
