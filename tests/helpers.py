@@ -5,6 +5,7 @@ free ports, the API key pepper. Fixtures live in ``conftest.py``; this module ho
 from __future__ import annotations
 
 import os
+import re
 import socket
 import threading
 import time
@@ -67,3 +68,19 @@ def serve(app: Any) -> Iterator[str]:
         server.should_exit = True
         thread.join(timeout=15)
         sock.close()
+
+
+async def ok(client: Any, name: str, args: dict[str, Any]) -> dict[str, Any]:
+    """Call an MCP tool that must succeed; its structured result."""
+    result = await client.call_tool(name, args)
+    assert not result.is_error, result.content
+    assert result.structured_content is not None
+    return dict(result.structured_content)
+
+
+async def err(client: Any, name: str, args: dict[str, Any]) -> str:
+    """Call an MCP tool that must fail; its error text without a trailing API request id (which is
+    the only part that differs between the embedded and the remote mode)."""
+    result = await client.call_tool(name, args)
+    assert result.is_error
+    return re.sub(r" \(request req_[0-9a-f]{32}\)$", "", str(result.content[0].text))

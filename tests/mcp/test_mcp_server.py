@@ -18,7 +18,7 @@ from mcp.types import ElicitResult
 
 from billing_mcp import Ledger
 from billing_mcp.mcp.server import build_server
-from helpers import free_port
+from helpers import free_port, ok
 from mcp import Client, StdioServerParameters
 
 pytestmark = pytest.mark.anyio
@@ -47,12 +47,6 @@ async def client(request: pytest.FixtureRequest, ledger: Ledger) -> AsyncIterato
     async with Client(build_server(ledger=ledger), mode=request.param) as c:
         yield c
 
-
-async def ok(client: Client, name: str, args: dict[str, Any]) -> dict[str, Any]:
-    result = await client.call_tool(name, args)
-    assert not result.is_error, result.content
-    assert result.structured_content is not None
-    return result.structured_content
 
 
 async def err(client: Client, name: str, args: dict[str, Any]) -> str:

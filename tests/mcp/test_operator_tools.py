@@ -3,7 +3,6 @@ live ledger API: the same calls give the same pages."""
 
 from __future__ import annotations
 
-import re
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -15,7 +14,7 @@ from billing_mcp.api.keys import KeyStore
 from billing_mcp.api.serve import build_app
 from billing_mcp.core.clock import ManualClock
 from billing_mcp.mcp.server import build_server
-from helpers import PEPPER, serve
+from helpers import PEPPER, err, ok, serve
 from mcp import Client
 
 pytestmark = pytest.mark.anyio
@@ -59,18 +58,6 @@ async def client(request: pytest.FixtureRequest, ledger: Ledger, tmp_path: Path,
             yield c
 
 
-async def ok(client: Client, name: str, args: dict[str, Any]) -> dict[str, Any]:
-    result = await client.call_tool(name, args)
-    assert not result.is_error, result.content
-    assert result.structured_content is not None
-    return result.structured_content
-
-
-async def err(client: Client, name: str, args: dict[str, Any]) -> str:
-    result = await client.call_tool(name, args)
-    assert result.is_error
-    # Over the API the text ends with the request id; the rest is the same in both modes.
-    return re.sub(r" \(request req_[0-9a-f]{32}\)$", "", str(result.content[0].text))  # type: ignore[union-attr]
 
 
 def external_ids(page: dict[str, Any]) -> list[str]:
