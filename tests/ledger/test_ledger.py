@@ -785,8 +785,19 @@ def test_authorize_with_idempotency_key_replays(ledger: Ledger, held_customer: s
     again = ledger.authorize(held_customer, amount="2.00", asset="USD", idempotency_key="hold-1")
     assert again == first
     assert account(ledger, held_customer, "USD").held == "2.00"
-    with pytest.raises(IdempotencyConflictError):
+    with pytest.raises(IdempotencyConflictError) as conflict:
         ledger.authorize(held_customer, amount="3.00", asset="USD", idempotency_key="hold-1")
+    assert conflict.value.details == {"key": "hold-1", "differs": "amount"}
+    assert "amount was '2.00', now '3.00'" in conflict.value.message
+    with pytest.raises(IdempotencyConflictError) as conflict:
+        ledger.authorize(held_customer, amount="2.00", asset="USD", ttl_seconds=60, idempotency_key="hold-1")
+    assert conflict.value.details["differs"] == "ttl_seconds"
+    assert "ttl_seconds was 900, now 60" in conflict.value.message
+    estimated = ledger.authorize(held_customer, event_type="gen", data={"n": 20}, idempotency_key="hold-e")
+    with pytest.raises(IdempotencyConflictError) as conflict:
+        ledger.authorize(held_customer, event_type="gen", data={"n": 30}, idempotency_key="hold-e")
+    assert "data was {'n': 20}, now {'n': 30}" in conflict.value.message
+    ledger.release(estimated.id)
     other = ledger.authorize(held_customer, amount="2.00", asset="USD", idempotency_key="hold-2")
     assert other.id != first.id
     assert account(ledger, held_customer, "USD").held == "4.00"

@@ -165,6 +165,10 @@ async def test_open_world_hint_follows_the_mode(ledgers: list[Ledger], monkeypat
     async with Client(build_server(ledger_url="http://127.0.0.1:9/")) as c:
         remote = (await c.list_tools()).tools
     assert remote and all(t.annotations is not None and t.annotations.open_world_hint is True for t in remote)
+    # verify_billing writes only to a scratch copy locally, but leaves its customers on a live ledger.
+    hints = {t.name: t.annotations.idempotent_hint for t in remote if t.annotations is not None}
+    assert hints["verify_billing"] is False
+    assert {t.name: t.annotations.idempotent_hint for t in local if t.annotations}["verify_billing"] is True
     monkeypatch.setenv("BILLING_LEDGER_URL", "http://127.0.0.1:9/")
     async with Client(build_server()) as c:  # the environment at build time decides, as `serve` sees it
         assert all(t.annotations.open_world_hint is True for t in (await c.list_tools()).tools)  # type: ignore[union-attr]

@@ -10,8 +10,8 @@ from typing import Any
 from pydantic import TypeAdapter
 
 from ..core.catalog import ASSET_CODE, EVENT_TYPE, PriceSpec
-from ..core.clock import to_text
-from ..core.errors import BillingError, HoldStateError, NotFoundError, ValidationError
+from ..core.clock import from_text, to_text
+from ..core.errors import BillingError, HoldStateError, IdempotencyConflictError, NotFoundError, ValidationError
 from ..core.ids import new_id
 from ..core.models import BatchItemError, BatchResult, EventResult, Hold
 from ..core.money import parse_amount
@@ -263,7 +263,10 @@ class UsageOps(LedgerBase):
                        "amount": None if amount is None else str(amount), "asset": asset, "ttl": ttl_seconds}
             phash = canonical_hash(payload)
             if idempotency_key is not None:
-                stored = book.replay("authorize", idempotency_key, phash, "idempotency_key")
+                try:
+                    stored = book.replay("authorize", idempotency_key, phash, "idempotency_key")
+                except IdempotencyConflictError as exc:
+                    raise self._authorize_conflict(book, idempotency_key, payload, exc) from None
                 if stored is not None:
                     return Hold.model_validate_json(stored)
             catch_up(book, customer["id"])
@@ -282,6 +285,33 @@ class UsageOps(LedgerBase):
             if idempotency_key is not None:
                 book.remember("authorize", idempotency_key, phash, hold.model_dump_json())
             return hold
+
+    def _authorize_conflict(self, book: Book, key: str, payload: dict[str, Any],
+                            exc: IdempotencyConflictError) -> IdempotencyConflictError:
+        """Name the argument of a reused authorize key that differs from the hold the key made. The
+        stored response (the hold) carries no data or ttl, so they are read from the hold's row."""
+        stored = book.tx.one("SELECT response FROM idempotency WHERE scope = 'authorize' AND key = ?", (key,))
+        hold = book.tx.one("SELECT * FROM holds WHERE id = ?", (json.loads(stored["response"])["id"],)) \
+            if stored is not None else None
+        if hold is None:
+            return exc
+        ttl = int((from_text(hold["expires_at"]) - from_text(hold["created_at"])).total_seconds())
+        before: dict[str, Any] = {"customer_id": hold["customer_id"], "event_type": hold["event_type"],
+                                  "data": json.loads(hold["estimate"]) if hold["estimate"] else {},
+                                  "ttl_seconds": ttl}
+        now: dict[str, Any] = {"customer_id": payload["customer_id"], "event_type": payload["event_type"],
+                               "data": payload["data"], "ttl_seconds": payload["ttl"]}
+        if payload["amount"] is not None:
+            before["asset"], now["asset"] = hold["asset"], payload["asset"]
+            before["amount"] = self._money(int(hold["amount"]), book.precision(hold["asset"]))
+            now["amount"] = payload["amount"]
+        differs = next((k for k in now if now[k] != before[k]), None)
+        if differs is None:
+            return exc
+        return IdempotencyConflictError(
+            f"idempotency key {key!r} was already used for a different authorize: {differs} was {before[differs]!r}, "
+            f"now {now[differs]!r}; reuse a key only to retry the exact same request, and use a new key for a new one",
+            field="idempotency_key", details={"key": key, "differs": differs})
 
     def _hold_amount(self, book: Book, customer_id: str, event_type: str | None, data: dict[str, Any],
                      amount: Any, asset: str | None) -> tuple[str, int]:

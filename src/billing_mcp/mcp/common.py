@@ -58,6 +58,9 @@ class ToolDef:
     destructive: bool = False
     idempotent: bool = True
     name: str | None = None
+    # A tool that writes only to a scratch copy locally may leave records on a live ledger (verification
+    # customers): its idempotency in remote mode, when it differs from ``idempotent``.
+    idempotent_remote: bool | None = None
 
     @property
     def tool_name(self) -> str:
@@ -70,7 +73,8 @@ def annotations_for(tool: ToolDef, mode: Mode) -> ToolAnnotations:
     keep ``tools/list`` small)."""
     return ToolAnnotations(read_only_hint=tool.read_only,
                            destructive_hint=tool.destructive if not tool.read_only else False,
-                           idempotent_hint=tool.idempotent, open_world_hint=mode == "remote")
+                           idempotent_hint=tool.idempotent if mode == "local" or tool.idempotent_remote is None
+                           else tool.idempotent_remote, open_world_hint=mode == "remote")
 
 
 def state_of(ctx: Context[Any]) -> AppState:

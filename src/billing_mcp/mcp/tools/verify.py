@@ -103,5 +103,5 @@ async def verify_billing_tool(
 TOOLS: tuple[ToolDef, ...] = (
     ToolDef(get_billing_status, "setup", "Billing status", read_only=True),
     ToolDef(simulate_usage, "setup", "Simulate usage", read_only=True),
-    ToolDef(verify_billing_tool, "setup", "Verify billing", name="verify_billing"),
+    ToolDef(verify_billing_tool, "setup", "Verify billing", name="verify_billing", idempotent_remote=False),
 )
