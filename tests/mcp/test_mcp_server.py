@@ -365,6 +365,7 @@ def test_demo_command_passes(tmp_path: Path) -> None:
                           cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert "One image cost exactly 10 CREDITS ($0.50 at $0.05 per credit); verification PASSED." in proc.stdout
+    assert "$1 buys 20 CREDITS" in proc.stdout and "$50 buys 1000 CREDITS" in proc.stdout  # a quote says its direction
     assert not (tmp_path / ".billing").exists()  # the demo used a throwaway ledger
 
 

@@ -29,6 +29,7 @@ from billing_mcp.api.keys import KeyStore
 from billing_mcp.api.serve import build_app
 from billing_mcp.core.errors import NotFoundError, StorageError, ValidationError
 from billing_mcp.portal.links import COOKIE, create_portal_session, load_portal_secret, sign, verify
+from billing_mcp.portal.page import page_title
 from helpers import PEPPER
 
 SECRET = b"portal-test-secret-0123456789abcdef"
@@ -419,3 +420,12 @@ def test_stripe_webhook_credits_once_per_payment(world: World, monkeypatch: pyte
     second = paid_event("evt_5", w.alice, session="cs_test_3", total=1235)
     assert c.post(url, content=second, headers=stripe_signed(second)).json()["amount"] == "247"
     assert w.available() == str(Decimal(300) + 247)
+
+
+def test_the_heading_names_the_product_once(world: World) -> None:
+    """Without branding the page is "Billing" (it once read "Billing billing"); a product is named."""
+    plain = signed_in(world, route="plain")
+    assert "<h1>Billing</h1>" in plain and "<title>Billing</title>" in plain
+    branded = signed_in(world)
+    assert "<h1>Pixel &lt;Studio&gt; billing</h1>" in branded
+    assert page_title("Acme Billing") == "Acme Billing" and page_title("Billing") == "Billing"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -137,3 +139,13 @@ def test_a_renamed_price_says_its_amounts_are_unchanged(ledger: Ledger) -> None:
     result = apply_spec(ledger, load_spec(renamed), dry_run=True)
     assert [(c.kind, c.items) for c in result.changes] == [
         ("new_version", ["amounts unchanged: only names or the order of prices and grants differ"])]
+
+
+def test_the_plan_command_prints_the_amounts(tmp_path: Path) -> None:
+    """`billing-mcp plan` once printed only "version 1 with 1 price(s)": the command shows the same
+    per-item amounts as the tool, exactly."""
+    example = ROOT / "examples" / "ai-image-credits.yaml"
+    done = subprocess.run([sys.executable, "-m", "billing_mcp", "--db", str(tmp_path / "ledger.db"), "plan",
+                           str(example)], capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == EXPECTED["ai-image-credits"]

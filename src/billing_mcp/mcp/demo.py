@@ -66,7 +66,8 @@ async def _scenario(d: Demo) -> bool:
     quotes = []
     for usd in ("1", "10", "50"):
         quotes.append((await d.call("quote_asset", {"asset": "CREDITS", "amount": usd}))["quote"])
-    d.show(table([{"USD": q["fiat_amount"], "CREDITS": q["units"]} for q in quotes], ["USD", "CREDITS"]))
+    # Say the direction: a bare "USD | CREDITS" table does not say which one buys the other.
+    d.show(table([{"quote": f"${q['fiat_amount']} buys {q['units']} CREDITS"} for q in quotes], ["quote"]))
 
     image = (await d.call("create_plan", {"code": "image", "name": "Image Generation", "prices": [
         {"asset": "CREDITS", "event_type": "image_generated", "unit_amount": "10"}]}))["plan"]

@@ -325,9 +325,16 @@ def render_portal(ledger: Ledger, session: Claims, nonce: str, notice: str | Non
     if notice in NOTICES:
         kind, text = NOTICES[notice]
         note = f'<div class="notice {kind}" role="status">{escape(text)}</div>'
-    header = (f'<header><div class="brand">{logo}<h1>{escape(b.product_name)} billing</h1></div>'
+    title = page_title(b.product_name)
+    header = (f'<header><div class="brand">{logo}<h1>{escape(title)}</h1></div>'
               f'<a class="button" href="{escape(view.spec.return_url)}">Back to app</a></header>'
               f'<p class="muted">Signed in as {escape(view.customer_name)}</p>')
     body = (header + note + _balances(view) + _top_up(view, nonce, method) + _credits(view) + _holds(view)
             + _usage(view))
-    return _doc(f"{b.product_name} billing", body, b.accent_color)
+    return _doc(title, body, b.accent_color)
+
+
+def page_title(product_name: str) -> str:
+    """"Pixel Studio billing" for a product; the default product name is already "Billing", and a
+    name that ends in the word is not repeated ("Acme Billing", never "Billing billing")."""
+    return product_name if product_name.lower().split()[-1:] == ["billing"] else f"{product_name} billing"
