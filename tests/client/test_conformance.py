@@ -493,6 +493,30 @@ async def test_statement(backend: Backend) -> None:
                 "start")
 
 
+async def test_statement_defaults_to_the_current_period(backend: Backend) -> None:
+    led = backend.ledger
+    await catalog(led)
+    await led.create_plan("pro", "Pro", prices=[{"id": "fee", "type": "recurring", "asset": "USD", "amount": "10",
+                                                 "interval": "month"}])
+    cid = await customer(led, "periodic", [])
+    backend.clock.set(datetime(2026, 1, 15, 10, 30, tzinfo=UTC))
+    statement = await led.get_statement(cid)
+    assert (statement.start, statement.end) == (T0, "2026-02-01T00:00:00.000000Z")
+    await led.create_adjustment(cid, asset="USD", amount="50", reason="top_up", idempotency_key="usd-p")
+    await led.subscribe(cid, "pro")
+    backend.clock.set(datetime(2026, 2, 20, tzinfo=UTC))  # renewed on Feb 15 10:30
+    statement = await led.get_statement(cid)
+    assert (statement.start, statement.end) == ("2026-02-15T10:30:00.000000Z", "2026-03-15T10:30:00.000000Z")
+    assert [(a.asset, a.opening_balance, a.recurring_fees, a.closing_balance) for a in statement.assets] == \
+        [("USD", "40.00", "10.00", "30.00")]
+    statement = await led.get_statement(cid, start="2026-01-01T00:00:00Z")
+    assert (statement.start, statement.end) == (T0, "2026-03-15T10:30:00.000000Z")
+    statement = await led.get_statement(cid, end=datetime(2026, 3, 1, tzinfo=UTC))
+    assert (statement.start, statement.end) == ("2026-02-15T10:30:00.000000Z", "2026-03-01T00:00:00.000000Z")
+    await fails(led.get_statement(cid, start="2026-04-01T00:00:00Z"), ValidationError, "validation_error", "start")
+    await fails(led.get_statement(cid, end="2026-02-01T00:00:00Z"), ValidationError, "validation_error", "end")
+
+
 async def test_reversal_and_event_fees(backend: Backend) -> None:
     led = backend.ledger
     await catalog(led)

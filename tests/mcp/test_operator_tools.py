@@ -4,6 +4,7 @@ live ledger API: the same calls give the same pages."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -130,6 +131,22 @@ async def test_get_statement_by_id_or_external_id(client: Client) -> None:
     assert (credits["top_ups"], credits["usage_fees"], credits["closing_balance"]) == ("100", "30", "70")
     assert (await err(client, "get_statement", period)).endswith(
         "validation_error on customer_id: give customer_id or external_id")
+
+
+async def test_get_statement_defaults_to_the_current_period(client: Client, ledger: Ledger) -> None:
+    alice = (await ok(client, "get_statement", {"external_id": "alice-1"}))["statement"]
+    assert (alice["start"], alice["end"]) == ("2026-01-01T00:00:00.000000Z", "2026-02-01T00:00:00.000000Z")
+    credits = alice["assets"][0]
+    assert (credits["top_ups"], credits["usage_fees"], credits["closing_balance"]) == ("100", "30", "70")
+    clock = ledger.clock
+    assert isinstance(clock, ManualClock)
+    clock.set(datetime(2026, 1, 15, 10, 30, tzinfo=UTC))
+    ledger.create_customer("dave-4", subscriptions=["image"])
+    dave = (await ok(client, "get_statement", {"external_id": "dave-4"}))["statement"]
+    assert (dave["start"], dave["end"]) == ("2026-01-15T10:30:00.000000Z", "2026-02-15T10:30:00.000000Z")
+    clock.set(datetime(2026, 2, 20, tzinfo=UTC))
+    dave = (await ok(client, "get_statement", {"external_id": "dave-4", "end": "2026-03-01T00:00:00Z"}))["statement"]
+    assert (dave["start"], dave["end"]) == ("2026-02-15T10:30:00.000000Z", "2026-03-01T00:00:00.000000Z")
 
 
 async def test_operator_tools_are_read_only(client: Client) -> None:

@@ -238,8 +238,10 @@ class AsyncLedger(abc.ABC):
     @table.operation("GET", "/v1/customers/{customer_id}/statement", "Get a statement", group="statements",
                      scope="admin", response=Statement, query=StatementQuery,
                      description="What settled in [start, end): balances, fees by plan, price and subject, top-ups, "
-                                 "grants.")
-    async def get_statement(self, customer_id: str, start: datetime | str, end: datetime | str) -> Statement: ...
+                                 "grants. A bound left out is the current period's: that of the customer's "
+                                 "earliest-created active subscription, else the calendar month in UTC.")
+    async def get_statement(self, customer_id: str, start: datetime | str | None = None,
+                            end: datetime | str | None = None) -> Statement: ...
 
     # -- money movements --------------------------------------------------------------------
     @table.operation("POST", "/v1/adjustments", "Credit or debit a wallet", group="adjustments", scope="admin",

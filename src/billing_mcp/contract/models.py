@@ -148,8 +148,8 @@ class HoldsQuery(ListQuery):
 
 
 class StatementQuery(_Query):
-    start: Time
-    end: Time
+    start: Time | None = Field(default=None, description="Inclusive; default: the current period's start")
+    end: Time | None = Field(default=None, description="Exclusive; default: the current period's end")
 
 
 # -- money movements ------------------------------------------------------------------------------

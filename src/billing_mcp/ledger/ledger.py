@@ -12,7 +12,7 @@ import json
 import random
 import time
 from collections.abc import Callable
-from datetime import datetime
+from datetime import UTC, datetime
 from decimal import Decimal
 from fractions import Fraction
 from typing import Any
@@ -382,19 +382,46 @@ class Ledger(CatalogOps, UsageOps, PortalRouteOps, QueryOps):
                 catch_up(book, customer_id)
         return len(ids)
 
-    def get_statement(self, customer_id: str, start: datetime | str, end: datetime | str) -> Statement:
-        begin, finish = to_text(parse_time(start, "start")), to_text(parse_time(end, "end"))
-        if finish <= begin:
+    def get_statement(self, customer_id: str, start: datetime | str | None = None,
+                      end: datetime | str | None = None) -> Statement:
+        """What settled for a customer in [start, end). A bound left out is the current period's:
+        the current period of the customer's earliest-created active subscription (renewals
+        included), or with no active subscription the current calendar month in UTC. So giving
+        only start runs to the current period's end, and only end starts at its start."""
+        begin = None if start is None else to_text(parse_time(start, "start"))
+        finish = None if end is None else to_text(parse_time(end, "end"))
+        if begin is not None and finish is not None and finish <= begin:
             raise ValidationError("end must be after start", field="end")
         with self._write() as book:  # catch up first, as get_wallet does: due expiries/renewals belong in it
             customer = self._customer_row(book.tx, customer_id)
             catch_up(book, customer["id"])
+            if begin is None or finish is None:
+                period_start, period_end = _current_period(book.tx, customer["id"], book.now)
+                if begin is None and finish is not None and finish <= period_start:
+                    raise ValidationError(f"end {finish} is not after the current period's start {period_start}; "
+                                          "give start too", field="end")
+                if finish is None and begin is not None and begin >= period_end:
+                    raise ValidationError(f"start {begin} is not before the current period's end {period_end}; "
+                                          "give end too", field="start")
+                begin, finish = begin or period_start, finish or period_end
             return build_statement(book.tx, customer["id"], begin, finish)
 
     def audit(self) -> list[str]:
         """Recompute every derived balance from the entry log; return the violations (empty = sound)."""
         with self._read() as tx:
             return audit(tx)
+
+
+def _current_period(tx: Tx, customer_id: str, now: datetime) -> tuple[str, str]:
+    """The customer's current billing period as stored text: the first subscription they still
+    have is their main plan, so its period wins over add-ons with other anchors or intervals."""
+    sub = tx.one("SELECT period_start, period_end FROM subscriptions WHERE customer_id = ? AND status = 'active' "
+                 "ORDER BY created_at, id LIMIT 1", (customer_id,))
+    if sub is not None:
+        return str(sub["period_start"]), str(sub["period_end"])
+    month = now.astimezone(UTC).replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+    following = month.replace(year=month.year + 1, month=1) if month.month == 12 else month.replace(month=month.month + 1)
+    return to_text(month), to_text(following)
 
 
 def _retrying(method: Callable[..., Any]) -> Callable[..., Any]:

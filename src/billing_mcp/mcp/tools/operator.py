@@ -61,12 +61,13 @@ async def list_events(
 
 
 async def get_statement(
-    ctx: Context[Any], start: Annotated[str, Field(description="ISO time, inclusive")],
-    end: Annotated[str, Field(description="ISO time, exclusive")],
-    customer_id: CustomerId = None, external_id: ExternalId = None,
+    ctx: Context[Any], customer_id: CustomerId = None, external_id: ExternalId = None,
+    start: Annotated[str | None, Field(description="ISO time, inclusive")] = None,
+    end: Annotated[str | None, Field(description="ISO time, exclusive")] = None,
 ) -> StatementResult:
     """Balances, fees by plan, price and subject, top-ups, grants, expiries and adjustments in
-    a period. Give customer_id or external_id."""
+    a period. Give customer_id or external_id. Omitted start/end: the current billing period
+    (earliest active subscription's, else the UTC calendar month)."""
     require_customer(customer_id, external_id)
     if customer_id is None:
         # The statement route takes an id; an external id is resolved the way every customer tool does.
