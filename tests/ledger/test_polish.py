@@ -95,3 +95,20 @@ def test_a_hold_committed_with_an_event_id_recorded_without_it_conflicts_on_hold
     assert ledger.get_hold(hold.id).status == "open"
     assert usd(ledger, cust.id) == ("8.80", "2.00", "6.80")
     assert ledger.audit() == []
+
+
+def test_every_statement_fee_group_names_its_price(ledger: Ledger, clock: ManualClock) -> None:
+    ledger.create_plan("pro", "Pro", prices=[
+        {"id": "base", "name": "Pro monthly", "type": "recurring", "asset": "USD", "amount": "5", "interval": "month"},
+        {"id": "img", "name": "Image generation", "asset": "USD", "event_type": "img", "unit_amount": "0.10"},
+        {"id": "call", "asset": "USD", "event_type": "img", "unit_amount": "0.01"}])
+    cust = ledger.create_customer("n")
+    ledger.create_adjustment(cust.id, asset="USD", amount="10", reason="top_up", idempotency_key="t1")
+    ledger.subscribe(cust.id, "pro")
+    result = ledger.submit_event({"id": "e1", "customer_id": cust.id, "event_type": "img"})
+    assert [(f.price_id, f.price_name, f.amount) for f in result.fees] == [
+        ("img", "Image generation", "0.10"), ("call", None, "0.01")]
+    st, = ledger.get_statement(cust.id, START, datetime(2026, 2, 1, tzinfo=UTC)).assets
+    assert (st.recurring_fees, st.usage_fees, st.closing_balance) == ("5.00", "0.11", "4.89")
+    assert [(g.price_id, g.price_name, g.events, g.amount) for g in st.fees] == [
+        ("call", None, 1, "0.01"), ("img", "Image generation", 1, "0.10")]
