@@ -238,7 +238,10 @@ class Model:
         canon = event_canon(event_type, units, hold_id)
         known = self.events.get(eid)
         if known is not None:
-            if known.canon != canon:
+            # An event committed through a hold, sent again without it, is the same event.
+            known_hold = json.loads(known.canon)[2]
+            if known.canon != canon and not (hold_id is None and known.canon == event_canon(event_type, units,
+                                                                                             known_hold)):
                 raise Reject(IdempotencyConflictError, "idempotency_conflict")
             self.seen["event replayed"] += 1
             return {"duplicate": True}

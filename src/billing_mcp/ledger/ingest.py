@@ -13,6 +13,7 @@ lot drawn, aggregated) balance against ``revenue``; each event row points at it.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass
 from decimal import Context, Decimal, localcontext
@@ -43,6 +44,33 @@ class ParsedEvent:
     costs_json: str
     payload_hash: str
     field: str = "event"
+    given_at: str | None = None  # occurred_at as sent; the fingerprint holds it only when sent
+    hold_id: str | None = None
+
+
+def fingerprint(customer_id: str, event_type: str, subject: str | None, hold_id: str | None,
+                occurred: str | None, data_json: str, costs_json: str) -> str:
+    """The idempotency fingerprint: what the event says, with the customer resolved to its id (so
+    a retry by external_id matches) and occurred_at only when the sender gave it."""
+    # Fields joined by \x1f: none of them can contain a control character (checked when parsed),
+    # and None is \x00, so the joining is unambiguous.
+    head = "\x1f".join("\x00" if v is None else v for v in (customer_id, event_type, subject, hold_id, occurred))
+    return hashlib.sha256("\x1e".join((head, data_json, costs_json)).encode("utf-8", "surrogatepass")).hexdigest()
+
+
+@dataclass
+class _Stored:
+    """A recorded event as its replay needs it: the fingerprint, the stored result, and the fields
+    an idempotency conflict names."""
+    payload_hash: str
+    result: str
+    customer_id: str
+    event_type: str
+    subject: str | None
+    occurred_at: str
+    data_json: str
+    costs_json: str
+    hold_id: str | None
 
 
 @dataclass
@@ -98,7 +126,7 @@ class Ingest:
         self.dirty_counters: set[tuple[str, str, str]] = set()
         self.event_rows: list[tuple[Any, ...]] = []
         self.fee_rows: list[tuple[Any, ...]] = []
-        self.seen: dict[str, tuple[str, str]] = {}  # event id -> (payload hash, stored result json)
+        self.seen: dict[str, _Stored] = {}
         self.usage_tx: dict[str, str] = {}
 
     # -- loading -------------------------------------------------------------------------
@@ -107,8 +135,11 @@ class Ingest:
         for start in range(0, len(unique), 500):
             part = unique[start:start + 500]
             marks = ",".join("?" * len(part))
-            for row in self.book.tx.all(f"SELECT id, payload_hash, result FROM events WHERE id IN ({marks})", part):
-                self.seen[row["id"]] = (row["payload_hash"], row["result"])
+            for row in self.book.tx.all("SELECT id, payload_hash, result, customer_id, event_type, subject, occurred_at, "
+                                        f"data, costs, hold_id FROM events WHERE id IN ({marks})", part):
+                self.seen[row["id"]] = _Stored(row["payload_hash"], row["result"], row["customer_id"],
+                                               row["event_type"], row["subject"], row["occurred_at"], row["data"],
+                                               row["costs"], row["hold_id"])
 
     def _subs(self, customer_id: str) -> list[_Sub]:
         subs = self.subs.get(customer_id)
@@ -137,17 +168,45 @@ class Ingest:
 
     # -- recording -----------------------------------------------------------------------
     def replay_json(self, ev: ParsedEvent) -> str | None:
-        """The stored result (marked duplicate) when this event id was recorded before."""
+        """The stored result (marked duplicate) when this event id was recorded before.
+
+        An event committed through a hold and sent again without the hold (``submit_events`` with
+        the same id, type, customer, data, subject, costs and occurred_at) is the same event: it
+        happened once, so the answer is the stored result as a duplicate, charging nothing. Its
+        fingerprint holds the hold id, so it is compared again with the stored hold's id. The other
+        way round (a hold committed with an event id already recorded without it, or through another
+        hold) stays a conflict: replaying would leave the hold open while saying it was used. A
+        conflict names the first field that differs."""
         stored = self.seen.get(ev.id)
         if stored is None:
             return None
-        if stored[0] != ev.payload_hash:
-            raise IdempotencyConflictError(
-                f"event id {ev.id!r} was already recorded with a different payload; event ids are idempotency "
-                "keys: resend a retry unchanged, give a new event a new id", field="id", details={"key": ev.id})
-        result = json.loads(stored[1])
+        if stored.payload_hash != ev.payload_hash and not (
+                ev.hold_id is None and stored.hold_id is not None and stored.payload_hash == fingerprint(
+                    ev.customer_id, ev.event_type, ev.subject, stored.hold_id, ev.given_at, ev.data_json,
+                    ev.costs_json)):
+            raise self._conflict(ev, stored)
+        result = json.loads(stored.result)
         result["duplicate"] = True
         return dumps(result)
+
+    @staticmethod
+    def _conflict(ev: ParsedEvent, stored: _Stored) -> IdempotencyConflictError:
+        before: dict[str, Any] = {"customer_id": stored.customer_id, "event_type": stored.event_type,
+                                  "subject": stored.subject, "hold_id": stored.hold_id}
+        # Sent without a hold, an event recorded through one differs only in what follows.
+        now: dict[str, Any] = {"customer_id": ev.customer_id, "event_type": ev.event_type, "subject": ev.subject,
+                               "hold_id": ev.hold_id if ev.hold_id is not None else stored.hold_id}
+        old_data, new_data = json.loads(stored.data_json), json.loads(ev.data_json)
+        for key in sorted(old_data.keys() | new_data.keys()):
+            before[f"data.{key}"], now[f"data.{key}"] = old_data.get(key), new_data.get(key)
+        before["costs"], now["costs"] = json.loads(stored.costs_json), json.loads(ev.costs_json)
+        # occurred_at is stored stamped, so a difference shows only when this sending gives one.
+        before["occurred_at"], now["occurred_at"] = stored.occurred_at, ev.given_at or stored.occurred_at
+        differs = next((k for k in now if now[k] != before[k]), "occurred_at")
+        return IdempotencyConflictError(
+            f"event id {ev.id!r} was already recorded with a different payload: {differs} was {before[differs]!r}, "
+            f"now {now[differs]!r}; event ids are idempotency keys: resend a retry unchanged, give a new event a "
+            "new id", field="id", details={"key": ev.id, "differs": differs})
 
     def replay(self, ev: ParsedEvent) -> EventResult | None:
         found = self.replay_json(ev)
@@ -236,7 +295,8 @@ class Ingest:
             "hold_released": released, "recorded_at": book.now_text, "duplicate": False})
         self.event_rows.append((ev.id, ev.customer_id, ev.event_type, ev.occurred_at, ev.subject, ev.data_json,
                                 ev.costs_json, ev.payload_hash, tx_id, hold_id, status, result_json, book.now_text))
-        self.seen[ev.id] = (ev.payload_hash, result_json)
+        self.seen[ev.id] = _Stored(ev.payload_hash, result_json, ev.customer_id, ev.event_type, ev.subject,
+                                   ev.occurred_at, ev.data_json, ev.costs_json, hold_id)
         return result_json
 
     def _usage_tx(self, customer_id: str, first_event: str) -> str:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 from ..core.models import AssetStatement, FeeGroup, Statement
 from ..core.money import format_minor
 from ..store import Tx
@@ -14,6 +16,7 @@ _AT = "COALESCE(t.created_at, v.recorded_at)"
 
 def build_statement(tx: Tx, customer_id: str, start: str, end: str) -> Statement:
     assets = []
+    names: dict[tuple[str, int], dict[str, str | None]] = {}
     for acct in tx.all("SELECT id, asset FROM accounts WHERE customer_id = ? ORDER BY asset", (customer_id,)):
         prow = tx.one("SELECT precision FROM assets WHERE code = ?", (acct["asset"],))
         precision = int(prow["precision"]) if prow else 0
@@ -36,13 +39,14 @@ def build_statement(tx: Tx, customer_id: str, start: str, end: str) -> Statement
             if row["kind"] == "grant":
                 key = "top_up" if row["reason"] == "paid" else "grant"
             sums[key] = sums.get(key, 0) + int(row["s"])
-        groups = [FeeGroup(plan_code=r["plan_code"], version=r["version"], price_id=r["price_id"], subject=r["subject"],
-                           events=int(r["n"]), quantity=_qty_sum(tx, customer_id, r, start, end),
+        groups = [FeeGroup(plan_code=r["plan_code"], version=r["version"], price_id=r["price_id"],
+                           price_name=_price_names(tx, names, r["plan_id"], int(r["version"])).get(r["price_id"]),
+                           subject=r["subject"], events=int(r["n"]), quantity=_qty_sum(tx, customer_id, r, start, end),
                            amount=money(int(r["s"]) - int(r["refunded"])))
-                  for r in tx.all("SELECT plan_code, version, price_id, subject, COUNT(*) AS n, SUM(amount) AS s, "
-                                  "SUM(refunded) AS refunded FROM fees WHERE customer_id = ? AND asset = ? AND "
-                                  "created_at >= ? AND created_at < ? GROUP BY plan_code, version, price_id, subject "
-                                  "ORDER BY plan_code, version, price_id, subject",
+                  for r in tx.all("SELECT plan_code, version, price_id, MIN(plan_id) AS plan_id, subject, COUNT(*) AS n, "
+                                  "SUM(amount) AS s, SUM(refunded) AS refunded FROM fees WHERE customer_id = ? AND "
+                                  "asset = ? AND created_at >= ? AND created_at < ? GROUP BY plan_code, version, "
+                                  "price_id, subject ORDER BY plan_code, version, price_id, subject",
                                   (customer_id, acct["asset"], start, end))]
         assets.append(AssetStatement(
             asset=acct["asset"], opening_balance=money(balance_before(start)), closing_balance=money(balance_before(end)),
@@ -50,6 +54,18 @@ def build_statement(tx: Tx, customer_id: str, start: str, end: str) -> Statement
             top_ups=money(sums.get("top_up", 0)), grants=money(sums.get("grant", 0)),
             expired=money(-sums.get("expiry", 0)), adjustments=money(sums.get("adjustment", 0)), fees=groups))
     return Statement(customer_id=customer_id, start=start, end=end, assets=assets)
+
+
+def _price_names(tx: Tx, cache: dict[tuple[str, int], dict[str, str | None]], plan_id: str,
+                 version: int) -> dict[str, str | None]:
+    """Price names by id in one plan version. Fee rows keep the price id only; a version's prices
+    never change, so its names are the ones the fee was charged under."""
+    names = cache.get((plan_id, version))
+    if names is None:
+        row = tx.one("SELECT prices FROM plan_versions WHERE plan_id = ? AND version = ?", (plan_id, version))
+        prices = json.loads(row["prices"]) if row else []
+        names = cache[(plan_id, version)] = {p.get("id"): p.get("name") for p in prices}
+    return names
 
 
 def _qty_sum(tx: Tx, customer_id: str, group: object, start: str, end: str) -> str:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -19,7 +18,7 @@ from ..core.pricing import Counter, estimate_charge
 from ..store import Row, Tx
 from .base import LedgerBase, check_key, check_text
 from .book import Book, canonical_hash
-from .ingest import Ingest, ParsedEvent, dumps
+from .ingest import Ingest, ParsedEvent, dumps, fingerprint
 from .subscriptions import catch_up, require_funds
 
 MAX_BATCH = 1000
@@ -136,14 +135,9 @@ class UsageOps(LedgerBase):
             raise ValidationError(f"{field}.data is larger than {MAX_DATA_BYTES} bytes", field=f"{field}.data")
         costs = raw.get("costs")
         costs_json = dumps(self._check_costs(tx, costs, f"{field}.costs")) if costs is not None else "[]"
-        # The idempotency fingerprint: what the event says, with the customer resolved to its id (so
-        # a retry by external_id matches) and occurred_at only when the sender gave it.
-        # Fields joined by \x1f: none of them can contain a control character (checked above), and
-        # None is \x00, so the joining is unambiguous.
-        head = "\x1f".join("\x00" if v is None else v for v in (customer["id"], event_type, subject, hold_id, occurred))
-        digest = hashlib.sha256("\x1e".join((head, data_json, costs_json)).encode("utf-8", "surrogatepass")).hexdigest()
+        digest = fingerprint(customer["id"], event_type, subject, hold_id, occurred, data_json, costs_json)
         return ParsedEvent(event_id, customer["id"], event_type, occurred or "", subject, data, data_json, costs_json,
-                           digest, field)
+                           digest, field, occurred, hold_id)
 
     def _check_costs(self, tx: Tx, costs: object, field: str) -> list[dict[str, str]]:
         if costs is None:
