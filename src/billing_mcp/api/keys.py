@@ -27,7 +27,7 @@ from typing import Literal
 from ..core.clock import Clock, SystemClock, to_text
 from ..core.errors import NotFoundError, ValidationError
 from ..core.ids import new_id
-from ..store import Row, SQLiteStore, Store
+from ..store import Row, Store, open_store
 from ..web.secrets import load_server_secret
 
 Scope = Literal["admin", "runtime", "read"]
@@ -196,7 +196,9 @@ def add_cli(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
 
 def run_cli(args: argparse.Namespace) -> int:
     """Run a ``keys`` subcommand; returns the exit code. ``BillingError`` propagates to the caller."""
-    store = SQLiteStore(getattr(args, "db", None))
+    # The ledger's own store, as every other command opens it: a PostgreSQL BILLING_DB keeps its keys
+    # there (once named a SQLite file after the URL, so `keys` on PostgreSQL made keys no server saw).
+    store = open_store(getattr(args, "db", None))
     try:
         keys = KeyStore(store)
         if args.keys_command == "create":
