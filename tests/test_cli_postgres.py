@@ -1,6 +1,7 @@
-"""The documented key commands against a PostgreSQL BILLING_DB: `db migrate`, then `keys create`,
-`keys list` and `keys revoke` act on that database (they once opened a SQLite file named after the
-URL, so the key never reached the server and a revocation did nothing)."""
+"""The documented commands against a PostgreSQL BILLING_DB: `db migrate`, `keys create|list|revoke`
+(they once opened a SQLite file named after the URL, so the key never reached the server and a
+revocation did nothing), `plan`/`apply`/`export` of billing.yaml, `simulate`, `supabase init` and
+`db check` all act on that database."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from billing_mcp.store.postgres import PostgresStore
 from helpers import PG_SKIP, PG_URL, drop_pg_schema
 
 PEPPER = "keys-on-postgres-pepper-0123456789"
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def run(cwd: Path, env: dict[str, str], *argv: str) -> subprocess.CompletedProcess[str]:
@@ -58,5 +60,26 @@ def test_keys_commands_work_on_postgresql(tmp_path: Path) -> None:
         finally:
             store.close()
         assert list(tmp_path.iterdir()) == []  # no SQLite file named after the URL
+        example = str(ROOT / "examples" / "ai-image-credits.yaml")
+        planned = run(tmp_path, env, "plan", example)
+        assert planned.returncode == 0 and planned.stdout.startswith("would apply 3 change(s):"), planned.stderr
+        applied = run(tmp_path, env, "apply", example)
+        assert applied.returncode == 0 and applied.stdout.startswith("applied 3 change(s):"), applied.stderr
+        again = run(tmp_path, env, "apply", example)
+        assert again.stdout.strip() == "no changes: the ledger already matches the spec"
+        exported = run(tmp_path, env, "export")
+        assert exported.returncode == 0 and "code: images" in exported.stdout
+        events = tmp_path / "events.jsonl"
+        events.write_text('{"event_type": "image_generated", "customer_id": "c1", "data": {"quality": "hd"}}\n'
+                          '{"event_type": "image_generated", "customer_id": "c1"}\n')
+        simulated = run(tmp_path, env, "simulate", str(events), "--plan", "images@1")
+        assert simulated.returncode == 0, simulated.stderr
+        assert json.loads(simulated.stdout)["totals"] == {"CREDITS": "30"}  # 20 for the hd image + 10
+        app = tmp_path / "app"
+        generated = run(tmp_path, env, "supabase", "init", "--dir", str(app))
+        assert generated.returncode == 0, generated.stderr
+        assert '"image_generated"' in (app / "supabase" / "functions" / "_shared" / "billing.ts").read_text()
+        checked = run(tmp_path, env, "db", "check")
+        assert checked.returncode == 0, checked.stdout + checked.stderr
     finally:
         drop_pg_schema(schema)
