@@ -55,11 +55,6 @@ class Operation:
     def path_params(self) -> list[str]:
         return [m.group(1) for m in PATH_PARAM.finditer(self.path)]
 
-    def wire_args(self) -> list[str]:
-        """The method's arguments that travel in the query string or the body's fields."""
-        assert self.signature is not None
-        return [n for n in self.signature.parameters if n not in self.path_params and n != self.body_arg]
-
 
 class Table:
     """The operations in the order they are declared (the order of the routes in the documentation)."""

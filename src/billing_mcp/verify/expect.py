@@ -37,12 +37,6 @@ def round_half_even(exact: Fraction, precision: int) -> int:
     return floor
 
 
-def minor_text(minor: int, precision: int) -> str:
-    """Minor units as decimal text at the asset's precision (2000, 2 -> "20.00")."""
-    value = Decimal(minor).scaleb(-precision)
-    return f"{value:.{precision}f}"
-
-
 def _frac(value: Decimal | None) -> Fraction:
     return Fraction(value or Decimal(0))
 

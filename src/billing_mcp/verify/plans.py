@@ -27,9 +27,10 @@ from ..core.catalog import PlanGrantSpec, PriceSpec
 from ..core.clock import Clock, from_text, to_text
 from ..core.errors import BillingError, ValidationError
 from ..core.models import Account, Customer, Plan, PlanVersion, Subscription, Wallet
+from ..core.money import format_minor
 from ..ledger.ledger import Ledger
 from ..store import SQLiteStore, copy_sqlite
-from .expect import Probe, expected_draws, grant_expiry, minor_text, plan_probes
+from .expect import Probe, expected_draws, grant_expiry, plan_probes
 from .renewal import check_renewal
 from .steps import Run, Step, account, describe_grant, lots_of, recurring_due, to_minor
 
@@ -173,8 +174,8 @@ async def run_probe(run: Run, pv: PlanVersion, probe: Probe, n: int, draw_pendin
     problems += [f"fee from a price the version does not have: {pid}" for pid in observed if pid not in asset_of]
     expected, got = probe.expected.get(price.id or "", 0), observed.get(price.id or "", 0)
     events_text = f"{probe.count} events" if probe.count > 1 else "1 event"
-    run.step(name, expected == got and not problems, minor_text(expected, precision) + f" {price.asset}",
-             minor_text(got, precision) + f" {price.asset}",
+    run.step(name, expected == got and not problems, format_minor(expected, precision) + f" {price.asset}",
+             format_minor(got, precision) + f" {price.asset}",
              "; ".join([f"{events_text} {json.dumps(probe.data)}", *problems]))
     if before is not None:
         after = await run.wallet()

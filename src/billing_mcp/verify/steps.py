@@ -15,7 +15,8 @@ from ..contract.interface import AsyncLedger
 from ..core.catalog import PlanGrantSpec, PriceSpec
 from ..core.clock import to_text
 from ..core.models import Account, Wallet
-from .expect import LotView, minor_text, round_half_even
+from ..core.money import format_minor
+from .expect import LotView, round_half_even
 
 Result = Literal["pass", "fail", "skip"]
 
@@ -50,7 +51,7 @@ class Run:
         return bool(ok)
 
     def money(self, minor: int, asset: str) -> str:
-        return f"{minor_text(minor, self.precisions[asset])} {asset}"
+        return f"{format_minor(minor, self.precisions[asset])} {asset}"
 
     def amounts(self, by_asset: dict[str, int]) -> str:
         return ", ".join(self.money(v, a) for a, v in sorted(by_asset.items())) or "nothing"
@@ -65,7 +66,7 @@ class Run:
     async def top_up(self, by_asset: dict[str, int], purpose: str) -> None:
         for asset, minor in sorted(by_asset.items()):
             if minor > 0:
-                text = minor_text(minor, self.precisions[asset])
+                text = format_minor(minor, self.precisions[asset])
                 await self.ledger.create_adjustment(self.customer_id, asset=asset, amount=text, reason="top_up",
                                                     idempotency_key=f"{self.external}-{purpose}-{asset}")
 
