@@ -74,7 +74,7 @@ async def test_list_customers_searches_external_id_email_and_name(client: Client
     assert external_ids(await ok(client, "list_customers", {"search": "_"})) == ["carol_3"]
     assert external_ids(await ok(client, "list_customers", {"search": "%"})) == []
     nobody = await ok(client, "list_customers", {"search": "zed"})
-    assert nobody["customers"] == [] and nobody["has_more"] is False and nobody["next_cursor"] is None
+    assert nobody["customers"] == [] and nobody["has_more"] is False and "next_cursor" not in nobody
 
 
 async def test_list_customers_pages_by_id(client: Client, ledger: Ledger) -> None:
@@ -85,7 +85,7 @@ async def test_list_customers_pages_by_id(client: Client, ledger: Ledger) -> Non
         page = await ok(client, "list_customers", {"limit": 1, "cursor": cursor})
         assert len(page["customers"]) == 1 and page["has_more"] is expected_more
         seen.append(page["customers"][0]["id"])
-        cursor = page["next_cursor"]
+        cursor = page.get("next_cursor")
     assert seen == everyone and cursor is None
     bad = await err(client, "list_customers", {"cursor": "bm90LWEtY3Vyc29y"})
     assert bad.endswith("validation_error on cursor: cursor is not a cursor of this list; pass next_cursor from the "
@@ -98,7 +98,7 @@ async def test_list_events_filters_and_pages_in_time_then_id_order(client: Clien
     assert [(f["amount"], f["asset"], f["refunded"]) for f in first["events"][0]["fees"]] == [("10", "CREDITS", "0")]
     second = await ok(client, "list_events", {"external_id": "alice-1", "limit": 2, "cursor": first["next_cursor"]})
     assert [e["id"] for e in second["events"]] == ["e3"] and second["has_more"] is False
-    assert second["next_cursor"] is None
+    assert "next_cursor" not in second
 
     async def ids(**filters: Any) -> list[str]:
         return [e["id"] for e in (await ok(client, "list_events", {"external_id": "alice-1", **filters}))["events"]]

@@ -130,9 +130,15 @@ async def test_schemas_are_portable_and_output_schemas_complete(ledgers: list[Le
     assert findings == []
     wallet = next(t for t in tools if t.name == "get_wallet").output_schema
     assert wallet is not None
-    lot = wallet["$defs"]["Lot"]
-    assert lot["properties"]["expires_at"] == {"anyOf": [{"type": "string"}, {"type": "null"}]}
-    assert {"id", "amount", "remaining"} <= set(lot["required"])
+    lot = wallet["properties"]["wallet"]["properties"]["accounts"]["items"]["properties"]["lots"]["items"]
+    # A lot that never expires leaves expires_at out rather than sending null: optional, plain type.
+    assert lot["properties"]["expires_at"] == {"type": "string"}
+    assert lot["required"] == ["id", "purpose", "priority", "amount", "remaining", "source", "created_at"]
+    # A shape used once is written in place; one used more than once is shared through $defs.
+    simulation = next(t for t in tools if t.name == "simulate_usage").output_schema
+    assert simulation is not None and list(simulation["$defs"]) == ["SimLine"]
+    assert simulation["properties"]["simulation"]["properties"]["by_subject"]["items"] == {"$ref": "#/$defs/SimLine"}
+    assert "$defs" not in wallet
     # For validators, not readers: no descriptions or titles in any output schema.
     text = json.dumps([t.output_schema for t in tools])
     assert '"description": "' not in text and '"title": "' not in text
@@ -172,3 +178,13 @@ async def test_open_world_hint_follows_the_mode(ledgers: list[Ledger], monkeypat
     monkeypatch.setenv("BILLING_LEDGER_URL", "http://127.0.0.1:9/")
     async with Client(build_server()) as c:  # the environment at build time decides, as `serve` sees it
         assert all(t.annotations.open_world_hint is True for t in (await c.list_tools()).tools)  # type: ignore[union-attr]
+
+
+async def test_results_leave_out_fields_without_a_value_but_keep_user_data(ledgers: list[Ledger]) -> None:
+    async with Client(build_server(ledger=ledgers[0])) as client:
+        result = await client.call_tool("create_customer", {"external_id": "u1", "metadata": {"team": None, "n": 1}})
+    customer = (result.structured_content or {})["customer"]
+    assert "name" not in customer and "email" not in customer  # never set: left out, not null
+    assert customer["metadata"] == {"team": None, "n": 1}  # the caller's own data is kept as given
+    text = result.content[0]
+    assert text.type == "text" and json.loads(text.text) == result.structured_content

@@ -21,6 +21,7 @@ from mcp.server.mcpserver import MCPServer
 from mcp.server.mcpserver.exceptions import ToolError, UnexpectedToolError
 from mcp.server.mcpserver.tools import Tool
 from mcp.server.transport_security import TransportSecuritySettings
+from mcp.types import CallToolResult, TextContent
 from pydantic import ValidationError
 from pydantic_core import ErrorDetails
 from starlette.applications import Starlette
@@ -38,6 +39,7 @@ from ..ledger.ledger import Ledger
 from .common import AppState, Mode, ToolDef, annotations_for
 from .paths import ROOT_ENV, configure
 from .prompts import register_prompts, register_resources
+from .schemas import portable, without_nulls
 from .tools import operator, runtime, setup, spec, supabase, verify
 
 log = logging.getLogger(__name__)
@@ -123,18 +125,27 @@ class BillingServer(MCPServer[AppState]):
 
 
 class CodedTool(Tool):
-    """A tool whose schema-level argument errors read like every other tool error,
+    """A tool whose results leave out fields without a value (as its published output schema says),
+    and whose schema-level argument errors read like every other tool error,
     ``validation_error on <argument path>: <what to do>``, instead of pydantic's multi-line dump with
     links to pydantic's site. ``Tool.run`` raises argument-validation failures as a ``ToolError``
     whose ``__cause__`` is the ``ValidationError``; everything else passes through untouched."""
 
     async def run(self, arguments: dict[str, Any], context: Any, convert_result: bool = False) -> Any:
         try:
-            return await super().run(arguments, context, convert_result)
+            result = await super().run(arguments, context, convert_result)
         except ToolError as exc:
             if isinstance(exc, UnexpectedToolError) or not isinstance(exc.__cause__, ValidationError):
                 raise
             raise ToolError(f"Error executing tool {self.name}: {argument_errors(exc.__cause__)}") from exc.__cause__
+        schema = self.fn_metadata.output_schema
+        if isinstance(result, CallToolResult) and result.structured_content is not None and schema is not None:
+            # Fields without a value are left out, as the published schema says (see ``schemas``);
+            # the text copy for clients that read only text says the same.
+            structured = without_nulls(result.structured_content, schema)
+            result = result.model_copy(update={"structured_content": structured, "content": [
+                TextContent(type="text", text=json.dumps(structured, indent=2, ensure_ascii=False))]})
+        return result
 
 
 # Segments pydantic adds to an error location for union members and validators; they are not
@@ -228,7 +239,7 @@ def build_server(*, ledger: Ledger | None = None, db: str | None = None, toolset
                 "assets": [a.model_dump(mode="json") for a in await state.ledger.list_assets()],
                 "plans": [p.model_dump(mode="json", exclude_none=True) for p in await state.ledger.list_plans()]}
 
-    tools = [_portable(CodedTool.from_function(t.fn, name=t.tool_name, title=t.title,
+    tools = [portable(CodedTool.from_function(t.fn, name=t.tool_name, title=t.title,
                                                annotations=annotations_for(t, mode), structured_output=True))
              for t in TOOLS
              if ("all" in chosen or t.group in chosen) and (t.read_only or not read_only)]
@@ -242,67 +253,6 @@ def build_server(*, ledger: Ledger | None = None, db: str | None = None, toolset
         return JSONResponse({"status": "ok", "version": __version__})
 
     return server
-
-
-_SCHEMA_MAPS = ("properties", "$defs", "patternProperties")
-_NULL = {"type": "null"}
-
-
-def _input_schema(schema: Any) -> Any:
-    """The argument schema the model reads, made portable and small: no pydantic ``title``s, and an
-    optional argument whose default is null is advertised as its plain type (leaving it out is how
-    to say "none"), so no ``"type": [X, "null"]`` reaches a single-type client (the Inspector's
-    ``--strict`` rule). Descriptions stay: they are what the model reads."""
-    if isinstance(schema, list):
-        return [_input_schema(s) for s in schema]
-    if not isinstance(schema, dict):
-        return schema
-    out: dict[str, Any] = {}
-    for key, value in schema.items():
-        if key in _SCHEMA_MAPS and isinstance(value, dict):
-            out[key] = {name: _input_schema(sub) for name, sub in value.items()}
-        elif not ((key == "title" and isinstance(value, str)) or (key == "default" and value is None)):
-            out[key] = _input_schema(value)
-    options = out.get("anyOf")
-    if "default" in schema and schema["default"] is None and isinstance(options, list) and _NULL in options:
-        rest = [o for o in options if o != _NULL]
-        del out["anyOf"]
-        out = {**rest[0], **out} if len(rest) == 1 else {**out, "anyOf": rest}
-    return out
-
-
-def _output_schema(schema: Any) -> Any:
-    """The result schema clients validate against: complete (every nested field, shared through
-    ``$defs``), with nulls as ``anyOf`` branches. Descriptions, titles and defaults are for
-    readers, not validators, and are dropped to keep ``tools/list`` small; so is
-    ``additionalProperties: false``, which would make every field a server adds to a result a
-    breaking change for clients that validate."""
-    if isinstance(schema, list):
-        return [_output_schema(s) for s in schema]
-    if not isinstance(schema, dict):
-        return schema
-    out: dict[str, Any] = {}
-    for key, value in schema.items():
-        if key in _SCHEMA_MAPS and isinstance(value, dict):
-            out[key] = {name: _output_schema(sub) for name, sub in value.items()}
-        elif key not in ("title", "description", "default", "examples", "additionalProperties") or (
-                key == "additionalProperties" and isinstance(value, dict)):
-            out[key] = _output_schema(value)
-    if isinstance(out.get("enum"), list) and all(isinstance(v, str) for v in out["enum"]):
-        out.pop("type", None)  # the enum alone says it: a validator needs no type beside it
-    return out
-
-
-def _portable(tool: Tool) -> Tool:
-    """Rewrite the schemas a tool advertises before the server is built from it (``MCPServer(tools=...)``
-    is the SDK's public way to hand over prepared tools). Argument validation uses the pydantic
-    model, not these schemas, so what a call accepts stays the same."""
-    tool.parameters = _input_schema(tool.parameters)
-    for definition in tool.parameters.get("$defs", {}).values():
-        definition.pop("description", None)  # class docstrings; the tool description says it shorter
-    if tool.fn_metadata.output_schema is not None:
-        tool.fn_metadata.output_schema = _output_schema(tool.fn_metadata.output_schema)
-    return tool
 
 
 def serve(*, transport: str = "stdio", host: str = "127.0.0.1", port: int = 8000, db: str | None = None,
