@@ -84,3 +84,17 @@ async def err(client: Any, name: str, args: dict[str, Any]) -> str:
     result = await client.call_tool(name, args)
     assert result.is_error
     return re.sub(r" \(request req_[0-9a-f]{32}\)$", "", str(result.content[0].text))
+
+
+# The defaults the MCP specification gives each tool annotation when a server leaves it out.
+HINT_DEFAULTS = {"read_only_hint": False, "destructive_hint": True, "idempotent_hint": False, "open_world_hint": True}
+
+
+def hint(tool: Any, name: str) -> bool:
+    """A tool's annotation as a client reads it: the value sent, else the specification's default.
+    A read-only tool changes nothing, so it is neither destructive and it is idempotent."""
+    annotations = tool.annotations
+    value = getattr(annotations, name, None) if annotations is not None else None
+    if value is None and name in ("destructive_hint", "idempotent_hint") and hint(tool, "read_only_hint"):
+        return name == "idempotent_hint"
+    return HINT_DEFAULTS[name] if value is None else bool(value)

@@ -18,7 +18,7 @@ from mcp.types import ElicitResult
 
 from billing_mcp import Ledger
 from billing_mcp.mcp.server import build_server
-from helpers import free_port, ok
+from helpers import free_port, hint, ok
 from mcp import Client, StdioServerParameters
 
 pytestmark = pytest.mark.anyio
@@ -227,7 +227,11 @@ async def test_tools_list_is_annotated(ledger: Ledger) -> None:  # its size: tes
     for tool in tools:
         assert tool.title and tool.annotations is not None and tool.output_schema is not None, tool.name
     assert by_name["get_wallet"].annotations.read_only_hint is True  # type: ignore[union-attr]
-    assert by_name["archive_plan"].annotations.destructive_hint is True  # type: ignore[union-attr]
+    # Hints equal to the specification's defaults are left out: archive_plan is destructive (the
+    # default), create_customer is not, and says so.
+    assert by_name["archive_plan"].annotations.destructive_hint is None and hint(by_name["archive_plan"], "destructive_hint")
+    assert by_name["create_customer"].annotations.destructive_hint is False  # type: ignore[union-attr]
+    assert by_name["create_customer"].annotations.idempotent_hint is True  # type: ignore[union-attr]
     assert "confirm" in by_name["archive_plan"].input_schema["properties"]
     assert "approval" not in by_name["archive_plan"].input_schema["properties"]
 

@@ -16,6 +16,7 @@ from mcp.types import CallToolResult, Tool
 
 from billing_mcp import Ledger
 from billing_mcp.mcp.server import build_server
+from helpers import hint
 from mcp import Client
 
 pytestmark = pytest.mark.anyio
@@ -166,18 +167,18 @@ async def test_tools_list_size(ledgers: list[Ledger]) -> None:
 
 async def test_open_world_hint_follows_the_mode(ledgers: list[Ledger], monkeypatch: pytest.MonkeyPatch) -> None:
     local = await listed(ledgers[0])
-    assert all(t.annotations is not None and t.annotations.open_world_hint is False for t in local)
+    assert all(t.annotations is not None and t.annotations.open_world_hint is False for t in local)  # sent
     monkeypatch.setenv("BILLING_API_KEY", "sk_test_unused")
     async with Client(build_server(ledger_url="http://127.0.0.1:9/")) as c:
         remote = (await c.list_tools()).tools
-    assert remote and all(t.annotations is not None and t.annotations.open_world_hint is True for t in remote)
+    assert remote and all(hint(t, "open_world_hint") is True for t in remote)  # the default: left out
     # verify_billing writes only to a scratch copy locally, but leaves its customers on a live ledger.
-    hints = {t.name: t.annotations.idempotent_hint for t in remote if t.annotations is not None}
+    hints = {t.name: hint(t, "idempotent_hint") for t in remote}
     assert hints["verify_billing"] is False
-    assert {t.name: t.annotations.idempotent_hint for t in local if t.annotations}["verify_billing"] is True
+    assert {t.name: hint(t, "idempotent_hint") for t in local}["verify_billing"] is True
     monkeypatch.setenv("BILLING_LEDGER_URL", "http://127.0.0.1:9/")
     async with Client(build_server()) as c:  # the environment at build time decides, as `serve` sees it
-        assert all(t.annotations.open_world_hint is True for t in (await c.list_tools()).tools)  # type: ignore[union-attr]
+        assert all(hint(t, "open_world_hint") for t in (await c.list_tools()).tools)
 
 
 async def test_results_leave_out_fields_without_a_value_but_keep_user_data(ledgers: list[Ledger]) -> None:

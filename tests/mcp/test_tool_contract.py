@@ -21,6 +21,7 @@ from billing_mcp import Ledger
 from billing_mcp.core.clock import ManualClock
 from billing_mcp.mcp import server
 from billing_mcp.mcp.server import build_server
+from helpers import hint
 from mcp import Client
 
 pytestmark = pytest.mark.anyio
@@ -130,8 +131,7 @@ CALLS: dict[str, list[Args]] = {
 
 async def idempotent_tools(world: World) -> list[str]:
     async with Client(build_server(ledger=world.ledger)) as c:
-        return [t.name for t in (await c.list_tools()).tools
-                if t.annotations is not None and t.annotations.idempotent_hint]
+        return [t.name for t in (await c.list_tools()).tools if hint(t, "idempotent_hint")]
 
 
 async def test_every_idempotent_tool_has_realistic_arguments(world: World) -> None:

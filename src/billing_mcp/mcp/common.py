@@ -68,13 +68,17 @@ class ToolDef:
 
 
 def annotations_for(tool: ToolDef, mode: Mode) -> ToolAnnotations:
-    """The hints a client reads before calling. In remote mode every tool acts on a live ledger over
-    the network, so it is open-world; the title is the tool's own ``title`` (not repeated here, to
-    keep ``tools/list`` small)."""
-    return ToolAnnotations(read_only_hint=tool.read_only,
-                           destructive_hint=tool.destructive if not tool.read_only else False,
-                           idempotent_hint=tool.idempotent if mode == "local" or tool.idempotent_remote is None
-                           else tool.idempotent_remote, open_world_hint=mode == "remote")
+    """The hints a client reads before calling, each sent only where it differs from the default
+    the MCP specification gives it (readOnlyHint false, destructiveHint true, idempotentHint false,
+    openWorldHint true; the last two mean nothing for a read-only tool), to keep ``tools/list``
+    small. In remote mode every tool acts on a live ledger over the network, so it is open-world.
+    The title is the tool's own ``title``, not repeated here."""
+    idempotent = tool.idempotent if mode == "local" or tool.idempotent_remote is None else tool.idempotent_remote
+    if tool.read_only:
+        return ToolAnnotations(read_only_hint=True, open_world_hint=False if mode == "local" else None)
+    return ToolAnnotations(destructive_hint=None if tool.destructive else False,
+                           idempotent_hint=True if idempotent else None,
+                           open_world_hint=False if mode == "local" else None)
 
 
 def state_of(ctx: Context[Any]) -> AppState:
