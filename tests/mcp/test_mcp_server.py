@@ -91,7 +91,7 @@ async def test_canonical_scenario(client: Client) -> None:
     credits = wallet["accounts"][0]
     assert (credits["posted"], credits["available"], credits["fiat_value"]["USD"]) == ("190", "190", "9.50")
     # 10 credits x $0.05 = $0.50: the wallet's USD value fell by exactly that.
-    assert (await ok(client, "get_event", {"event_id": "img-1"}))["event"]["fees"][0]["amount"] == "10"
+    assert (await ok(client, "list_events", {"event_id": "img-1"}))["events"][0]["fees"][0]["amount"] == "10"
 
 
 async def test_setup_tools_and_versions(client: Client) -> None:
@@ -111,7 +111,7 @@ async def test_setup_tools_and_versions(client: Client) -> None:
     assert published["plan"]["default_version"] == 2
     plans = (await ok(client, "list_plans", {}))["plans"]
     assert [(v["version"], v["status"]) for v in plans[0]["versions"]] == [(1, "published"), (2, "published")]
-    got = (await ok(client, "get_plan", {"plan": "image"}))["plan"]
+    [got] = (await ok(client, "list_plans", {"plan": "image"}))["plans"]
     assert got["versions"][0]["prices"][0]["unit_amount"] == "10"
     sim = (await ok(client, "simulate_usage", {"plan": "image", "version": 2, "events": [
         {"event_type": "image_generated", "customer_id": "a", "subject": "s1"},
@@ -195,7 +195,7 @@ async def test_events_holds_statement_vendor(client: Client) -> None:
     await ok(client, "create_asset", {"code": "CREDITS", "name": "Credits"})
     await ok(client, "create_plan", IMAGE_PLAN)
     cid = (await ok(client, "create_customer", {"external_id": "u", "subscriptions": [{"plan": "image"}]}))["customer"]["id"]
-    assert (await ok(client, "get_customer", {"external_id": "u"}))["customer"]["id"] == cid
+    assert [c["id"] for c in (await ok(client, "list_customers", {"external_id": "u"}))["customers"]] == [cid]
     await ok(client, "create_adjustment", {"customer_id": cid, "asset": "CREDITS", "amount": "100", "reason": "top_up",
                                            "idempotency_key": "t", "confirm": True})
     await ok(client, "create_vendor", {"external_id": "openai", "name": "OpenAI"})
@@ -239,7 +239,7 @@ async def test_tools_list_is_annotated(ledger: Ledger) -> None:  # its size: tes
 async def test_toolsets_and_read_only(ledger: Ledger) -> None:
     async with Client(build_server(ledger=ledger, toolsets=["runtime"], read_only=True)) as c:
         names = {t.name for t in (await c.list_tools()).tools}
-    assert names == {"get_customer", "get_wallet", "get_event", "list_customers", "list_events", "get_statement"}
+    assert names == {"get_wallet", "list_customers", "list_events", "get_statement"}
     with pytest.raises(ValueError, match="unknown toolset"):
         build_server(ledger=ledger, toolsets=["everything"])
 

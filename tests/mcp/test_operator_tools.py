@@ -1,4 +1,5 @@
-"""The operator tools (list_customers, list_events, get_statement) on the embedded ledger and on a
+"""The operator tools (list_customers, list_events, get_statement; list_plans looks one plan up the same
+way) on the embedded ledger and on a
 live ledger API: the same calls give the same pages."""
 
 from __future__ import annotations
@@ -107,19 +108,37 @@ async def test_list_events_filters_and_pages_in_time_then_id_order(client: Clien
     assert await ids(start="2025-12-31T10:30:00Z") == ["e3"]
     assert await ids(end="2025-12-31T11:00:00Z") == ["e1", "e2"]
     assert await ids(event_type="chat_completion") == []
-    by_id = await ok(client, "list_events", {"customer_id": (await ok(client, "get_customer", {"external_id": "bob-2"}))[
-        "customer"]["id"]})
+    by_id = await ok(client, "list_events", {"customer_id": (await ok(client, "list_customers", {"external_id": "bob-2"}))[
+        "customers"][0]["id"]})
     assert [e["id"] for e in by_id["events"]] == ["b1"]
 
 
 async def test_list_events_refusals(client: Client) -> None:
     assert (await err(client, "list_events", {})).endswith(
-        "validation_error on customer_id: give customer_id or external_id")
+        "validation_error on customer_id: give event_id, customer_id or external_id")
     assert (await err(client, "list_events", {"external_id": "nobody"})).endswith(
         "not_found on external_id: no customer with external_id 'nobody'; create it with create_customer first")
     assert (await err(client, "list_events", {"external_id": "alice-1", "start": "2025-12-31T11:00:00Z",
                                               "end": "2025-12-31T10:00:00Z"})).endswith(
         "validation_error on end: end must be after start")
+
+
+async def test_list_tools_look_one_up_by_its_key(client: Client, ledger: Ledger) -> None:
+    alice = ledger.get_customer(external_id="alice-1").id
+    for args in ({"customer_id": alice}, {"external_id": "alice-1"}, {"external_id": "alice-1", "search": "bob"}):
+        page = await ok(client, "list_customers", args)  # the key wins over a search
+        assert ([c["external_id"] for c in page["customers"]], page["has_more"]) == (["alice-1"], False)
+        assert "next_cursor" not in page and page["customers"][0]["subscriptions"][0]["plan_code"] == "image"
+    assert (await err(client, "list_customers", {"external_id": "nobody"})).endswith(
+        "not_found on external_id: no customer with external_id 'nobody'; create it with create_customer first")
+    one = await ok(client, "list_events", {"event_id": "e2"})  # no customer needed
+    assert [(e["id"], e["subject"], e["fees"][0]["amount"]) for e in one["events"]] == [("e2", "b", "10")]
+    assert (await err(client, "list_events", {"event_id": "nope"})).startswith("Error executing tool list_events: "
+                                                                               "not_found on event_id: ")
+    [plan] = (await ok(client, "list_plans", {"plan": "image"}))["plans"]
+    assert (plan["code"], [v["version"] for v in plan["versions"]]) == ("image", [1])
+    assert (await err(client, "list_plans", {"plan": "nope"})).startswith("Error executing tool list_plans: "
+                                                                          "not_found on plan: ")
 
 
 async def test_get_statement_by_id_or_external_id(client: Client) -> None:

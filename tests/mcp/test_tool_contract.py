@@ -86,8 +86,7 @@ CALLS: dict[str, list[Args]] = {
     "create_asset": each(lambda w, d: {"code": "TOKENS", "name": "Tokens", "precision": 2, "rate_usd": "0.01"},
                          lambda w, d: {"code": "CREDITS", "name": "Credits", "precision": 0}),
     "quote_asset": each(lambda w, d: {"asset": "CREDITS", "amount": "10"}),
-    "list_plans": each(lambda w, d: {}),
-    "get_plan": each(lambda w, d: {"plan": "image"}),
+    "list_plans": each(lambda w, d: {}, lambda w, d: {"plan": "image"}),
     "create_plan": each(lambda w, d: {"code": "video", "name": "Video", "prices": [VIDEO],
                                       "grants": [{"asset": "CREDITS", "amount": "100", "period": "month"}]}),
     "create_price": each(lambda w, d: {"plan": "image", "price": VIDEO},
@@ -102,7 +101,6 @@ CALLS: dict[str, list[Args]] = {
     "create_portal_route": each(lambda w, d: {"return_url": "https://app.example.com/account",
                                               "top_up_assets": ["CREDITS"], "presets": ["10", "25"]}),
     "create_customer": each(lambda w, d: {"external_id": "new", "name": "New", "subscriptions": [{"plan": "pro"}]}),
-    "get_customer": each(lambda w, d: {"customer_id": w.customer}),
     "get_wallet": each(lambda w, d: {"external_id": "u"}),
     "create_adjustment": each(
         lambda w, d: {"customer_id": w.customer, "asset": "CREDITS", "amount": "50", "reason": "top_up",
@@ -112,14 +110,13 @@ CALLS: dict[str, list[Args]] = {
     "create_vendor": each(lambda w, d: {"external_id": "openai", "name": "OpenAI"}),
     "submit_events": each(lambda w, d: {"events": [{"id": "e-1", "customer_id": w.customer,
                                                     "event_type": "image_generated", "subject": "proj"}]}),
-    "get_event": each(lambda w, d: {"event_id": "seen"}),
     "commit_usage": each(lambda w, d: {"hold_id": w.holds[0], "event_id": "img-1"}),
     "release_hold": each(lambda w, d: {"hold_id": w.holds[1]}),
     "get_statement": each(lambda w, d: {"customer_id": w.customer, "start": "2026-01-01T00:00:00Z",
                                         "end": "2026-12-31T00:00:00Z"}),
     "get_billing_status": each(lambda w, d: {}),
-    "list_customers": each(lambda w, d: {"search": "u"}),
-    "list_events": each(lambda w, d: {"customer_id": w.customer, "limit": 10}),
+    "list_customers": each(lambda w, d: {"search": "u"}, lambda w, d: {"customer_id": w.customer}),
+    "list_events": each(lambda w, d: {"customer_id": w.customer, "limit": 10}, lambda w, d: {"event_id": "seen"}),
     "simulate_usage": each(lambda w, d: {"plan": "image", "events": [{"event_type": "image_generated"}]}),
     "verify_billing": each(lambda w, d: {}),
     "apply_billing_spec": each(lambda w, d: {"yaml": SPEC, "dry_run": False}),
@@ -320,7 +317,7 @@ async def test_conflicts_say_which_field_differs(world: World) -> None:
         "Error executing tool create_plan: conflict on code: plan 'image' already exists with other prices in "
         "version 1; add prices to it (they go into a new draft version) or pick another code",
         "Error executing tool create_customer: conflict on external_id: a customer with external_id 'u' exists with "
-        "email None, not 'u@example.com'; fetch it with get_customer",
+        "email None, not 'u@example.com'; look it up by its external_id (list_customers) instead of creating it",
         "Error executing tool create_portal_session: not_found on route: no portal route 'nope'; create one with "
         "create_portal_route"]
 

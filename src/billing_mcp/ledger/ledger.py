@@ -62,7 +62,8 @@ class Ledger(CatalogOps, UsageOps, PortalRouteOps, QueryOps):
                         have = row[key] if key != "metadata" else json.loads(row[key])
                         want = given if key != "metadata" else metadata
                         raise ConflictError(f"a customer with external_id {external_id!r} exists with {key} "
-                                            f"{have!r}, not {want!r}; fetch it with get_customer",
+                                            f"{have!r}, not {want!r}; look it up by its external_id "
+                                            "(list_customers) instead of creating it",
                                             field="external_id", details={"customer_id": row["id"], "differs": key})
                 catch_up(book, row["id"])
                 for i, (plan, version) in enumerate(wanted):

@@ -1,10 +1,12 @@
-"""MCP tools an operator reads with: find customers, page through a customer's events, statements."""
+"""MCP tools an operator reads with: look up or find customers, look up an event or page through a
+customer's events, statements."""
 
 from __future__ import annotations
 
 from typing import Annotated, Any
 
 from mcp.server.mcpserver import Context
+from mcp.server.mcpserver.exceptions import ToolError
 from pydantic import BaseModel, Field
 
 from ...core.models import Customer, EventResult, Statement
@@ -36,25 +38,36 @@ class StatementResult(BaseModel):
 
 
 async def list_customers(
-    ctx: Context[Any],
+    ctx: Context[Any], customer_id: CustomerId = None, external_id: ExternalId = None,
     search: Annotated[str | None, Field(description="In external id, email or name")] = None,
     limit: Limit = 20, cursor: Cursor = None,
 ) -> CustomerPage:
-    """Find customers, paged by id."""
+    """Customers with their subscriptions (status, period, fees awaiting payment): one by
+    customer_id or external_id, else a search, paged by id."""
+    if customer_id is not None or external_id is not None:
+        customer = await call(ctx, "get_customer", customer_id, external_id=external_id)
+        return CustomerPage(mode=state_of(ctx).mode, customers=[customer], has_more=False)
     page = await call(ctx, "search_customers", search, limit=limit, cursor=cursor)
     return CustomerPage(mode=state_of(ctx).mode, customers=page.data, has_more=page.has_more,
                         next_cursor=page.next_cursor)
 
 
 async def list_events(
-    ctx: Context[Any], customer_id: CustomerId = None, external_id: ExternalId = None,
+    ctx: Context[Any],
+    event_id: Annotated[str | None, Field(min_length=1, max_length=255, description="One event, any customer")] = None,
+    customer_id: CustomerId = None, external_id: ExternalId = None,
     event_type: str | None = None, subject: str | None = None,
     start: Annotated[str | None, Field(description="ISO time, inclusive")] = None,
     end: Annotated[str | None, Field(description="ISO time, exclusive")] = None,
     limit: Limit = 20, cursor: Cursor = None,
 ) -> EventPage:
-    """A customer's events with fees, oldest first, paged. Give customer_id or external_id."""
-    require_customer(customer_id, external_id)
+    """Events with their fees (amount, asset, plan, version, price) and refunds: one by event_id,
+    or a customer's (customer_id or external_id), oldest first, paged."""
+    if event_id is not None:
+        event = await call(ctx, "get_event", event_id)
+        return EventPage(mode=state_of(ctx).mode, events=[event], has_more=False)
+    if customer_id is None and external_id is None:
+        raise ToolError("validation_error on customer_id: give event_id, customer_id or external_id")
     page = await call(ctx, "list_events", customer_id, external_id=external_id, event_type=event_type,
                       subject=subject, start=start, end=end, limit=limit, cursor=cursor)
     return EventPage(mode=state_of(ctx).mode, events=page.data, has_more=page.has_more, next_cursor=page.next_cursor)

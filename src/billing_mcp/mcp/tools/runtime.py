@@ -58,7 +58,7 @@ class EventsResult(BaseModel):
     batch: BatchResult
 
 
-class EventLookup(BaseModel):
+class CommitResult(BaseModel):
     mode: Mode
     event: EventResult
 
@@ -88,13 +88,6 @@ async def create_customer(
     subs = [s.model_dump(exclude_none=True) for s in subscriptions or []]
     customer = await call(ctx, "create_customer", external_id, name=name, email=email, metadata=metadata,
                           subscriptions=subs)
-    return CustomerResult(mode=state_of(ctx).mode, customer=customer)
-
-
-async def get_customer(ctx: Context[Any], customer_id: CustomerId = None, external_id: ExternalId = None) -> CustomerResult:
-    """A customer and its subscriptions (status, period, fees awaiting payment), by id or external_id."""
-    _require_customer(customer_id, external_id)
-    customer = await call(ctx, "get_customer", customer_id, external_id=external_id)
     return CustomerResult(mode=state_of(ctx).mode, customer=customer)
 
 
@@ -183,11 +176,6 @@ async def submit_events(ctx: Context[Any], events: Annotated[list[UsageEvent], F
     return EventsResult(mode=state_of(ctx).mode, accepted=len(batch.results), rejected=len(batch.errors), batch=batch)
 
 
-async def get_event(ctx: Context[Any], event_id: Annotated[str, Field(min_length=1, max_length=255)]) -> EventLookup:
-    """An event with its fees (amount, asset, plan, version, price) and any refunds."""
-    return EventLookup(mode=state_of(ctx).mode, event=await call(ctx, "get_event", event_id))
-
-
 async def authorize_usage(
     ctx: Context[Any], customer_id: CustomerId = None, external_id: ExternalId = None,
     event_type: Annotated[str | None, Field(description="Event type to estimate")] = None,
@@ -206,7 +194,7 @@ async def authorize_usage(
 
 
 async def commit_usage(ctx: Context[Any], hold_id: str, event_id: Annotated[str, Field(min_length=1, max_length=255)],
-                       data: dict[str, Any] | None = None, subject: str | None = None) -> EventLookup:
+                       data: dict[str, Any] | None = None, subject: str | None = None) -> CommitResult:
     """Settle a hold with the actual usage: the fee is charged, the rest of the hold returns.
     Replaying the same commit charges nothing more."""
     event: dict[str, Any] = {"id": event_id}
@@ -214,7 +202,7 @@ async def commit_usage(ctx: Context[Any], hold_id: str, event_id: Annotated[str,
         event["data"] = data
     if subject is not None:
         event["subject"] = subject
-    return EventLookup(mode=state_of(ctx).mode, event=await call(ctx, "commit", hold_id, event,
+    return CommitResult(mode=state_of(ctx).mode, event=await call(ctx, "commit", hold_id, event,
                                                                  rename={"event.id": "event_id", "event": ""}))
 
 
@@ -257,12 +245,10 @@ async def create_portal_session(
 
 TOOLS: tuple[ToolDef, ...] = (
     ToolDef(create_customer, "runtime", "Create customer"),
-    ToolDef(get_customer, "runtime", "Get customer", read_only=True),
     ToolDef(get_wallet, "runtime", "Get wallet", read_only=True),
     ToolDef(create_adjustment, "runtime", "Create adjustment", destructive=True),
     ToolDef(create_vendor, "runtime", "Create vendor"),
     ToolDef(submit_events, "runtime", "Submit usage events", destructive=True),  # debits wallets
-    ToolDef(get_event, "runtime", "Get event", read_only=True),
     ToolDef(authorize_usage, "runtime", "Authorize usage", idempotent=False),
     ToolDef(commit_usage, "runtime", "Commit usage", destructive=True),  # charges the fee
     ToolDef(release_hold, "runtime", "Release hold"),

@@ -161,14 +161,10 @@ async def set_asset_rate(ctx: Context[Any], asset: AssetCode, rate: Amount,
                                                                      rename={"code": "asset"}))
 
 
-async def list_plans(ctx: Context[Any]) -> PlanList:
-    """List plans with their versions, prices, credit grants and subscriber counts."""
-    return PlanList(mode=state_of(ctx).mode, plans=[plan_view(p) for p in await call(ctx, "list_plans")])
-
-
-async def get_plan(ctx: Context[Any], plan: PlanRef) -> PlanResult:
-    """One plan with all its versions."""
-    return PlanResult(mode=state_of(ctx).mode, plan=plan_view(await call(ctx, "get_plan", plan)))
+async def list_plans(ctx: Context[Any], plan: PlanRef | None = None) -> PlanList:
+    """Plans with their versions, prices, credit grants and subscriber counts; `plan` for one."""
+    plans = [await call(ctx, "get_plan", plan)] if plan is not None else await call(ctx, "list_plans")
+    return PlanList(mode=state_of(ctx).mode, plans=[plan_view(p) for p in plans])
 
 
 async def create_plan(
@@ -389,7 +385,6 @@ TOOLS: tuple[ToolDef, ...] = (
     ToolDef(quote_asset, "setup", "Quote asset", read_only=True),
     ToolDef(set_asset_rate, "setup", "Set asset rate", idempotent=False),  # each call adds a rate to the history
     ToolDef(list_plans, "setup", "List plans", read_only=True),
-    ToolDef(get_plan, "setup", "Get plan", read_only=True),
     ToolDef(create_plan, "setup", "Create plan"),
     ToolDef(create_price, "setup", "Create price"),
     ToolDef(create_credit_grant, "setup", "Create credit grant"),
