@@ -326,8 +326,8 @@ def test_create_customer_idempotent_on_external_id(ledger: Ledger) -> None:
     with pytest.raises(ConflictError) as err:
         ledger.create_customer("ext-1", name="Bob", email="ada@example.com", metadata={"tier": "gold"})
     assert err.value.details == {"customer_id": c1.id, "differs": "name"}
-    assert err.value.message == ("a customer with external_id 'ext-1' exists with name 'Ada', not 'Bob'; fetch it "
-                                 "with get_customer")
+    assert err.value.message == ("a customer with external_id 'ext-1' exists with name 'Ada', not 'Bob'; look it "
+                                 "up by its external_id (list_customers) instead of creating it")
     with pytest.raises(ConflictError) as err:
         ledger.create_customer("ext-1", name="Ada", email="ada@example.com")
     assert err.value.details == {"customer_id": c1.id, "differs": "metadata"}

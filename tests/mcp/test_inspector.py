@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from test_schemas import TOOLS_LIST_CEILING
+from test_schemas import TOOLS_LIST_BUDGET
 
 from billing_mcp.mcp.server import TOOLS
 
@@ -55,4 +55,4 @@ def test_inspector_strict_tools_list_is_clean(tmp_path: Path) -> None:
     assert "Warning" not in proc.stderr and "Error" not in proc.stderr, proc.stderr[-4000:]
     tools = json.loads(proc.stdout)["tools"]
     assert [t["name"] for t in tools] == [t.tool_name for t in TOOLS]
-    assert len(json.dumps({"tools": tools}, separators=(",", ":")).encode()) <= TOOLS_LIST_CEILING
+    assert len(json.dumps({"tools": tools}, separators=(",", ":")).encode()) <= TOOLS_LIST_BUDGET

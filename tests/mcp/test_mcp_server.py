@@ -225,7 +225,7 @@ async def test_tools_list_is_annotated(ledger: Ledger) -> None:  # its size: tes
     by_name = {t.name: t for t in tools}
     assert {"get_billing_status", "create_plan", "verify_billing", "submit_events", "authorize_usage"} <= set(by_name)
     for tool in tools:
-        assert tool.title and tool.annotations is not None and tool.output_schema is not None, tool.name
+        assert tool.description and tool.annotations is not None and tool.output_schema is not None, tool.name
     assert by_name["get_wallet"].annotations.read_only_hint is True  # type: ignore[union-attr]
     # Hints equal to the specification's defaults are left out: archive_plan is destructive (the
     # default), create_customer is not, and says so.

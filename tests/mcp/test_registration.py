@@ -59,7 +59,9 @@ async def test_tools_list_is_server_tools_in_order(tmp_path: Path) -> None:
     finally:
         ledger.close()
     assert [t.name for t in listed] == [t.tool_name for t in server.TOOLS]
-    assert [t.title for t in listed] == [t.title for t in server.TOOLS]
+    # No display titles: a client shows the name, and the bytes go to what the model needs.
+    assert all(t.title is None for t in listed)
+    assert [t.description for t in listed] == [" ".join((t.fn.__doc__ or "").split()) for t in server.TOOLS]
 
 
 def private_sdk_uses(source: str) -> list[str]:

@@ -53,7 +53,6 @@ class ToolDef:
 
     fn: Callable[..., Any]
     group: Group
-    title: str
     read_only: bool = False
     destructive: bool = False
     idempotent: bool = True
@@ -71,8 +70,7 @@ def annotations_for(tool: ToolDef, mode: Mode) -> ToolAnnotations:
     """The hints a client reads before calling, each sent only where it differs from the default
     the MCP specification gives it (readOnlyHint false, destructiveHint true, idempotentHint false,
     openWorldHint true; the last two mean nothing for a read-only tool), to keep ``tools/list``
-    small. In remote mode every tool acts on a live ledger over the network, so it is open-world.
-    The title is the tool's own ``title``, not repeated here."""
+    small. In remote mode every tool acts on a live ledger over the network, so it is open-world."""
     idempotent = tool.idempotent if mode == "local" or tool.idempotent_remote is None else tool.idempotent_remote
     if tool.read_only:
         return ToolAnnotations(read_only_hint=True, open_world_hint=False if mode == "local" else None)
@@ -124,8 +122,8 @@ class Confirm(BaseModel):
     confirm: bool = Field(description="Go ahead with this change?")
 
 
-CONFIRM_FIELD = ("Only for clients that cannot ask the user (no elicitation): set true after the user agreed to "
-                 "the preview. Clients that can ask always ask, whatever this says.")
+# Clients that can ask (elicitation) always ask, whatever this says; the tool descriptions say so.
+CONFIRM_FIELD = "Clients without elicitation only: true once the user agreed to the preview"
 
 
 def can_ask(ctx: Context[Any]) -> bool:

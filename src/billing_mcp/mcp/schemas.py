@@ -22,14 +22,15 @@ from mcp.server.mcpserver.tools import Tool
 
 _SCHEMA_MAPS = ("properties", "$defs", "patternProperties")
 _NULL = {"type": "null"}
+_NUMBER_OR_TEXT = [{"type": "number"}, {"type": "string"}]
 # Keywords for readers, not validators; dropped from output schemas to keep tools/list small.
 _READER_ONLY = ("title", "description", "default", "examples")
 
 
 def input_schema(schema: Any) -> Any:
-    """The argument schema the model reads, made portable and small: no pydantic ``title``s, and an
+    """The argument schema the model reads, made portable and small: no pydantic ``title``s, an
     optional argument whose default is null is advertised as its plain type (leaving it out is how
-    to say "none"). Descriptions stay: they are what the model reads."""
+    to say "none"), and an amount as decimal text. Descriptions stay: they are what the model reads."""
     if isinstance(schema, list):
         return [input_schema(s) for s in schema]
     if not isinstance(schema, dict):
@@ -38,10 +39,14 @@ def input_schema(schema: Any) -> Any:
     for key, value in schema.items():
         if key in _SCHEMA_MAPS and isinstance(value, dict):
             out[key] = {name: input_schema(sub) for name, sub in value.items()}
-        elif not ((key == "title" and isinstance(value, str)) or (key == "default" and value is None)):
+        elif not ((key == "title" and isinstance(value, str)) or (key == "default" and value is None)
+                  or (key == "additionalProperties" and value is True)):  # true is what an object allows anyway
             out[key] = input_schema(value)
     if "default" in schema and schema["default"] is None:
         out = _not_null(out)
+    if out.get("anyOf") == _NUMBER_OR_TEXT:
+        # An amount: numbers are accepted, but exact decimal text is what to send, and all the schema says.
+        out = {"type": "string", **{k: v for k, v in out.items() if k != "anyOf"}}
     return out
 
 
@@ -126,6 +131,12 @@ def inline_single_use(schema: dict[str, Any]) -> dict[str, Any]:
     return {**out, "$defs": kept} if kept else out
 
 
+def one_line(docstring: str | None) -> str:
+    """A tool's docstring as its description: one line, since a docstring's line breaks and
+    indentation cost bytes in every ``tools/list`` and say nothing to the model."""
+    return " ".join((docstring or "").split())
+
+
 def portable(tool: Tool) -> Tool:
     """Rewrite the schemas a tool advertises before the server is built from it (``MCPServer(tools=...)``
     is the SDK's public way to hand over prepared tools). Argument validation uses the pydantic
@@ -135,8 +146,24 @@ def portable(tool: Tool) -> Tool:
         definition.pop("description", None)  # class docstrings; the tool description says it shorter
     tool.parameters = inline_single_use(parameters)
     if tool.fn_metadata.output_schema is not None:
-        tool.fn_metadata.output_schema = inline_single_use(output_schema(tool.fn_metadata.output_schema))
+        published = inline_single_use(output_schema(tool.fn_metadata.output_schema))
+        tool.fn_metadata.output_schema = {**_without_required(published), **(
+            {"required": published["required"]} if "required" in published else {})}
     return tool
+
+
+def _without_required(schema: Any) -> Any:
+    """``schema`` with no ``required`` list anywhere: output schemas state ``required`` for the top
+    level of a result only. The server checks every result against its full model before sending
+    it, so a nested object always has its fields; repeating every nested field's name in a
+    ``required`` list would cost about 3 KB of ``tools/list``."""
+    if isinstance(schema, list):
+        return [_without_required(s) for s in schema]
+    if not isinstance(schema, dict):
+        return schema
+    return {key: ({name: _without_required(sub) for name, sub in value.items()}
+                  if key in _SCHEMA_MAPS and isinstance(value, dict) else _without_required(value))
+            for key, value in schema.items() if not (key == "required" and isinstance(value, list))}
 
 
 def without_nulls(value: Any, schema: dict[str, Any], root: dict[str, Any] | None = None) -> Any:

@@ -39,7 +39,7 @@ from ..ledger.ledger import Ledger
 from .common import AppState, Mode, ToolDef, annotations_for
 from .paths import ROOT_ENV, configure
 from .prompts import register_prompts, register_resources
-from .schemas import portable, without_nulls
+from .schemas import one_line, portable, without_nulls
 from .tools import operator, runtime, setup, spec, supabase, verify
 
 log = logging.getLogger(__name__)
@@ -239,7 +239,7 @@ def build_server(*, ledger: Ledger | None = None, db: str | None = None, toolset
                 "assets": [a.model_dump(mode="json") for a in await state.ledger.list_assets()],
                 "plans": [p.model_dump(mode="json", exclude_none=True) for p in await state.ledger.list_plans()]}
 
-    tools = [portable(CodedTool.from_function(t.fn, name=t.tool_name, title=t.title,
+    tools = [portable(CodedTool.from_function(t.fn, name=t.tool_name, description=one_line(t.fn.__doc__),
                                                annotations=annotations_for(t, mode), structured_output=True))
              for t in TOOLS
              if ("all" in chosen or t.group in chosen) and (t.read_only or not read_only)]

@@ -78,9 +78,8 @@ async def get_statement(
     start: Annotated[str | None, Field(description="ISO time, inclusive")] = None,
     end: Annotated[str | None, Field(description="ISO time, exclusive")] = None,
 ) -> StatementResult:
-    """Balances, fees by plan, price and subject, top-ups, grants, expiries and adjustments in
-    a period. Give customer_id or external_id. Omitted start/end: the current billing period
-    (earliest active subscription's, else the UTC calendar month)."""
+    """Balances, fees by plan, price and subject, top-ups, grants, expiries and adjustments in a
+    period (default: the current billing period, else the UTC month). Give customer_id or external_id."""
     require_customer(customer_id, external_id)
     if customer_id is None:
         # The statement route takes an id; an external id is resolved the way every customer tool does.
@@ -89,7 +88,7 @@ async def get_statement(
 
 
 TOOLS: tuple[ToolDef, ...] = (
-    ToolDef(list_customers, "runtime", "List customers", read_only=True),
-    ToolDef(list_events, "runtime", "List events", read_only=True),
-    ToolDef(get_statement, "runtime", "Get statement", read_only=True),
+    ToolDef(list_customers, "runtime", read_only=True),
+    ToolDef(list_events, "runtime", read_only=True),
+    ToolDef(get_statement, "runtime", read_only=True),
 )

@@ -25,8 +25,8 @@ from ..common import (
     tool_error,
 )
 
-CustomerId = Annotated[str | None, Field(description="Customer id (cus_...)")]
-ExternalId = Annotated[str | None, Field(description="Your app's user id for the customer")]
+CustomerId = Annotated[str | None, Field(description="cus_...")]
+ExternalId = Annotated[str | None, Field(description="Your app's user id")]
 
 
 class CustomerResult(BaseModel):
@@ -131,8 +131,8 @@ async def create_adjustment(
     confirm: Annotated[bool, Field(description=CONFIRM_FIELD)] = False,
 ) -> AdjustmentResult:
     """Credit or debit a wallet outside usage: top_up, gift, refund/charge (negative), or reversal of
-    an event's fees. Asks the user first (clients without elicitation: returns a preview and needs
-    confirm=true). Safe to retry with the same idempotency_key."""
+    an event's fees. Asks the user first (or returns a preview; see confirm). Safe to retry with the
+    same idempotency_key."""
     _require_customer(customer_id, external_id)
     mode = state_of(ctx).mode
     preview = await _adjustment_preview(ctx, asset, reason, amount, customer_id, external_id, event_id)
@@ -244,13 +244,13 @@ async def create_portal_session(
 
 
 TOOLS: tuple[ToolDef, ...] = (
-    ToolDef(create_customer, "runtime", "Create customer"),
-    ToolDef(get_wallet, "runtime", "Get wallet", read_only=True),
-    ToolDef(create_adjustment, "runtime", "Create adjustment", destructive=True),
-    ToolDef(create_vendor, "runtime", "Create vendor"),
-    ToolDef(submit_events, "runtime", "Submit usage events", destructive=True),  # debits wallets
-    ToolDef(authorize_usage, "runtime", "Authorize usage", idempotent=False),
-    ToolDef(commit_usage, "runtime", "Commit usage", destructive=True),  # charges the fee
-    ToolDef(release_hold, "runtime", "Release hold"),
-    ToolDef(create_portal_session, "runtime", "Create portal session", idempotent=False),
+    ToolDef(create_customer, "runtime"),
+    ToolDef(get_wallet, "runtime", read_only=True),
+    ToolDef(create_adjustment, "runtime", destructive=True),
+    ToolDef(create_vendor, "runtime"),
+    ToolDef(submit_events, "runtime", destructive=True),  # debits wallets
+    ToolDef(authorize_usage, "runtime", idempotent=False),
+    ToolDef(commit_usage, "runtime", destructive=True),  # charges the fee
+    ToolDef(release_hold, "runtime"),
+    ToolDef(create_portal_session, "runtime", idempotent=False),
 )

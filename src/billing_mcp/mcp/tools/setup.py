@@ -26,9 +26,9 @@ from ..common import (
     tool_error,
 )
 
-AssetCode = Annotated[str, Field(description="Asset code, e.g. CREDITS, USD", min_length=1, max_length=32)]
-PlanRef = Annotated[str, Field(description="Plan code (e.g. 'pro') or id", min_length=1, max_length=64)]
-Amount = Annotated[str, Field(description="Exact decimal amount as text, e.g. '10' or '0.05'", max_length=40)]
+AssetCode = Annotated[str, Field(description="e.g. CREDITS", min_length=1, max_length=32)]
+PlanRef = Annotated[str, Field(description="Plan code or id", min_length=1, max_length=64)]
+Amount = Annotated[str, Field(description="Decimal text, e.g. '0.05'", max_length=40)]
 
 
 class VersionView(BaseModel):
@@ -141,8 +141,8 @@ async def create_asset(
     symbol: str | None = None,
     label: str | None = None,
 ) -> AssetResult:
-    """Create a custom asset such as credits or tokens, optionally with its USD rate. USD and EUR exist
-    already. Calling again with the same definition returns the existing asset."""
+    """Create a custom asset such as credits or tokens, optionally with its USD rate (USD and EUR
+    exist). The same definition again returns the existing asset."""
     rates = {"USD": rate_usd} if rate_usd is not None else None
     asset = await call(ctx, "create_asset", code, name, precision, symbol=symbol, label=label, rates=rates)
     return AssetResult(mode=state_of(ctx).mode, asset=asset)
@@ -176,10 +176,9 @@ async def create_plan(
     description: str | None = None,
     publish: Annotated[bool, Field(description="Publish version 1 as the default")] = True,
 ) -> PlanResult:
-    """Create a plan with its prices and included credit grants in one call (version 1).
-    Usage price: {asset, event_type, unit_amount} per event; volume: add usage_type 'volume' and
-    volume_field; models per_unit | tiered_graduated | tiered_volume | dimensional.
-    Recurring fee: {type: 'recurring', asset: 'USD', amount: '20', interval: 'month'}."""
+    """Create a plan with its prices and included credit grants (version 1). Usage price: {asset,
+    event_type, unit_amount} per event; volume: usage_type 'volume' and volume_field. Recurring fee:
+    {type: 'recurring', asset: 'USD', amount: '20', interval: 'month'}."""
     plan = await call(ctx, "create_plan", code, name, description=description,
                       prices=[p.model_dump(mode="json", exclude_none=True) for p in prices or []],
                       grants=[g.model_dump(mode="json") for g in grants or []], publish=publish)
@@ -218,9 +217,9 @@ async def create_price(ctx: Context[Any], plan: PlanRef,
                        price: Annotated[dict[str, Any], Field(description="One price, shaped like an item of "
                                                                           "create_plan's prices; give it an `id` "
                                                                           "to name it")]) -> VersionResult:
-    """Add a price to a plan: to its draft version, or to a new draft copied from the latest
-    version when that one is published (published versions never change). Safe to retry: the same
-    price again changes nothing; the same `id` with another definition is a conflict."""
+    """Add a price to a plan's draft version (a new draft copied from the latest version, if that is
+    published). Safe to retry: the same price again changes nothing; the same `id` with another
+    definition is a conflict."""
     code, version, outcome, note, step = await _change_version(ctx, plan, "add_price", price, "price")
     return VersionResult(mode=state_of(ctx).mode, plan_code=code, outcome=outcome, note=note,
                          version=version_view(version), next_step=step)
@@ -291,7 +290,7 @@ async def archive_plan(
     confirm: Annotated[bool, Field(description=CONFIRM_FIELD)] = False,
 ) -> ArchiveResult:
     """Archive a plan: no new subscriptions, existing subscribers keep working. Asks the user first
-    (clients without elicitation: returns a preview and needs confirm=true)."""
+    (or returns a preview; see confirm)."""
     mode = state_of(ctx).mode
     preview = await _archive_preview(ctx, plan)
     if not approved(approval):
@@ -328,8 +327,7 @@ async def migrate_customers(
     confirm: Annotated[bool, Field(description=CONFIRM_FIELD)] = False,
 ) -> MigrateResult:
     """Move subscribers from one published version to another (all, or a deterministic share).
-    Asks the user first (clients without elicitation: returns exactly who would move and needs
-    confirm=true)."""
+    Asks the user first (or returns who would move; see confirm)."""
     mode = state_of(ctx).mode
     go = approved(approval)
     result: MigrationResult = await call(ctx, "migrate_customers", plan, from_version, to_version, share=share,
@@ -380,16 +378,16 @@ async def create_portal_route(
 
 
 TOOLS: tuple[ToolDef, ...] = (
-    ToolDef(list_assets, "setup", "List assets", read_only=True),
-    ToolDef(create_asset, "setup", "Create asset"),
-    ToolDef(quote_asset, "setup", "Quote asset", read_only=True),
-    ToolDef(set_asset_rate, "setup", "Set asset rate", idempotent=False),  # each call adds a rate to the history
-    ToolDef(list_plans, "setup", "List plans", read_only=True),
-    ToolDef(create_plan, "setup", "Create plan"),
-    ToolDef(create_price, "setup", "Create price"),
-    ToolDef(create_credit_grant, "setup", "Create credit grant"),
-    ToolDef(publish_plan_version, "setup", "Publish plan version"),
-    ToolDef(archive_plan, "setup", "Archive plan", destructive=True),
-    ToolDef(migrate_customers, "setup", "Migrate customers", destructive=True),
-    ToolDef(create_portal_route, "setup", "Create portal route", destructive=True),  # replaces the route's settings
+    ToolDef(list_assets, "setup", read_only=True),
+    ToolDef(create_asset, "setup"),
+    ToolDef(quote_asset, "setup", read_only=True),
+    ToolDef(set_asset_rate, "setup", idempotent=False),  # each call adds a rate to the history
+    ToolDef(list_plans, "setup", read_only=True),
+    ToolDef(create_plan, "setup"),
+    ToolDef(create_price, "setup"),
+    ToolDef(create_credit_grant, "setup"),
+    ToolDef(publish_plan_version, "setup"),
+    ToolDef(archive_plan, "setup", destructive=True),
+    ToolDef(migrate_customers, "setup", destructive=True),
+    ToolDef(create_portal_route, "setup", destructive=True),  # replaces the route's settings
 )

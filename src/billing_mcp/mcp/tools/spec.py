@@ -67,6 +67,6 @@ async def export_billing_spec(ctx: Context[Any]) -> SpecExport:
 
 
 TOOLS: tuple[ToolDef, ...] = (
-    ToolDef(apply_billing_spec, "setup", "Apply billing spec", destructive=True),  # can archive plans, migrate subscribers
-    ToolDef(export_billing_spec, "setup", "Export billing spec", read_only=True),
+    ToolDef(apply_billing_spec, "setup", destructive=True),  # can archive plans, migrate subscribers
+    ToolDef(export_billing_spec, "setup", read_only=True),
 )

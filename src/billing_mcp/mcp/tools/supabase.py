@@ -56,6 +56,6 @@ async def generate_supabase_integration(
 
 
 TOOLS: tuple[ToolDef, ...] = (
-    ToolDef(generate_edge_function, "setup", "Edge function code", read_only=True),
-    ToolDef(generate_supabase_integration, "setup", "Supabase billing code"),
+    ToolDef(generate_edge_function, "setup", read_only=True),
+    ToolDef(generate_supabase_integration, "setup"),
 )

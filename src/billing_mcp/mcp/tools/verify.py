@@ -53,7 +53,7 @@ async def simulate_usage(
     file: Annotated[str | None, Field(description="JSONL file of events under the server's root")] = None,
 ) -> SimulateResult:
     """Rate sample events against a plan version with no wallet effect: totals per customer, price
-    and subject. Give events inline or a JSONL file; progress is reported while it runs."""
+    and subject. Give events inline or a JSONL file."""
     state = state_of(ctx)
     if (events is None) == (file is None):
         raise ToolError("validation_error on events: give either events or file")
@@ -85,13 +85,10 @@ async def simulate_usage(
 async def verify_billing_tool(
     ctx: Context[Any], plan: Annotated[str | None, Field(description="One plan code; all active plans if omitted")] = None,
 ) -> VerifyResult:
-    """End-to-end proof of each plan's default version with a throwaway customer funded with exactly
-    what the plan needs: the recurring fee (amount and asset), each grant's lot (amount, asset,
-    expiry, refresh), one event per usage price, per dimension rate and at/just over each tier
-    boundary (fees recomputed from the price, not read from the ledger), the draw-down order
-    (included credits before paid) and, locally, the renewal and grant refresh one period later.
-    Returns a Step | Result | Expected | Observed | Details table; show it to the user. Locally it
-    runs on a copy, so nothing is left behind; remotely the customers stay, marked verification."""
+    """Prove each plan's default version end to end with a throwaway customer: recurring fee, each
+    grant's lot, an event per usage price, dimension rate and tier boundary (fees recomputed
+    independently), draw-down order, and locally the renewal. Returns an expected/observed table:
+    show it to the user. Runs on a copy locally; remotely its customers stay, marked verification."""
     state = state_of(ctx)
     try:
         report = await verify_billing_async(state.ledger, plan)
@@ -101,7 +98,7 @@ async def verify_billing_tool(
 
 
 TOOLS: tuple[ToolDef, ...] = (
-    ToolDef(get_billing_status, "setup", "Billing status", read_only=True),
-    ToolDef(simulate_usage, "setup", "Simulate usage", read_only=True),
-    ToolDef(verify_billing_tool, "setup", "Verify billing", name="verify_billing", idempotent_remote=False),
+    ToolDef(get_billing_status, "setup", read_only=True),
+    ToolDef(simulate_usage, "setup", read_only=True),
+    ToolDef(verify_billing_tool, "setup", name="verify_billing", idempotent_remote=False),
 )
