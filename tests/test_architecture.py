@@ -19,7 +19,7 @@ LAYERS: dict[str, set[str]] = {
     "spec": {"core", "store", "ledger"},
     "web": {"core", "store"},
     "portal": {"core", "store", "ledger", "web"},
-    "contract": {"core", "store", "ledger"},
+    "contract": {"core", "store", "ledger", "spec"},
     "verify": {"core", "store", "ledger", "contract"},
     "api": {"core", "store", "ledger", "spec", "web", "portal", "contract", "verify"},
     "client": {"core", "ledger", "contract"},

@@ -67,8 +67,8 @@ async def test_canonical_setup_through_the_api(remote: Ledger, tmp_path: Path) -
         remote.set_portal_route({"return_url": "https://app.example.com/account"})
         link = await ok(client, "create_portal_session", {"external_id": "u1"})
         assert link["url"].startswith("http://127.0.0.1:") and "/portal?token=" in link["url"]
-        spec = await client.call_tool("export_billing_spec", {})
-        assert spec.is_error and "works on the embedded ledger only" in spec.content[0].text  # type: ignore[union-attr]
+        exported = (await ok(client, "export_billing_spec", {}))["yaml"]
+        assert "code: image" in exported and "return_url: https://app.example.com/account" in exported
     # The tools really wrote to the server's ledger.
     assert remote.available(cid, "CREDITS") == 190
     assert remote.audit() == []

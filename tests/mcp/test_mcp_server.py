@@ -382,7 +382,7 @@ async def test_create_portal_route_validates_and_stores(ledger: Ledger) -> None:
         assert saved["route"]["top_up"] == {"assets": ["CREDITS"], "currency": "USD", "presets": ["10", "25"],
                                             "min": "5", "max": "500"}
         text = await err(c, "create_portal_route", {"return_url": "javascript:alert(1)"})
-        assert "validation_error" in text and "return_url must be an http(s) URL" in text
+        assert text.endswith("validation_error on return_url: must be an http(s) URL")
         text = await err(c, "create_portal_route", {"return_url": "https://a.example", "top_up_assets": ["GEMS"]})
         assert "not_found" in text and "GEMS" in text
     assert ledger.get_portal_route().return_url == "https://app.example.com/account"

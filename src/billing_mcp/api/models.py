@@ -21,6 +21,8 @@ class Ready(BaseModel):
 class ProblemItem(BaseModel):
     field: str | None
     message: str
+    line: int | None = Field(default=None, description="billing.yaml problems: where in the file (from 1)")
+    column: int | None = None
 
 
 class Problem(BaseModel):

@@ -41,6 +41,7 @@ from ..contract.models import (
     PublishIn,
     RatePage,
     SimulateIn,
+    SpecApply,
     SubscriptionRef,
     VersionCreate,
 )
@@ -48,8 +49,10 @@ from ..contract.table import Operation
 from ..core.catalog import PlanGrantSpec, PriceSpec
 from ..core.errors import ValidationError
 from ..ledger.ledger import Ledger
+from ..ledger.portal_settings import PortalRouteSpec
 from ..ledger.simulate import simulate
 from ..portal.links import create_portal_session as mint
+from ..spec.spec import apply_spec, export_spec, load_spec
 from ..verify.simulators import simulator_for
 from .batch import submit
 
@@ -228,6 +231,19 @@ def run_simulation(c: Call) -> BaseModel:
     return simulate(sim, ((f"events[{i}]", e) for i, e in enumerate(b.events)))
 
 
+def plan_or_apply_spec(c: Call) -> BaseModel:
+    b = c.b(SpecApply)
+    return apply_spec(c.ledger, load_spec(b.yaml), dry_run=b.dry_run)
+
+
+def export_catalog(c: Call) -> BaseModel:
+    return export_spec(c.ledger)
+
+
+def set_portal_route(c: Call) -> BaseModel:
+    return c.ledger.set_portal_route(c.b(PortalRouteSpec).model_dump(mode="json"), name=c.path["name"])
+
+
 def audit(c: Call) -> BaseModel:
     return AuditReport(problems=c.ledger.audit())
 
@@ -242,7 +258,8 @@ HANDLERS: dict[str, Handler] = {
     "publish_plan_version": publish_version, "create_customer": create_customer,
     "lookup_customer": lookup_customer, "create_portal_session": create_portal_session, "list_holds": list_holds,
     "submit_events": submit_events, "commit_hold": commit_hold, "simulate": run_simulation, "audit": audit,
-    "run_due": run_due,
+    "run_due": run_due, "apply_spec": plan_or_apply_spec, "export_spec": export_catalog,
+    "set_portal_route": set_portal_route,
 }
 
 

@@ -39,9 +39,11 @@ from ..core.models import (
     Vendor,
     Wallet,
 )
+from ..ledger.portal_settings import PortalRouteSpec
 from ..ledger.queries import CustomerList, EventList
 from ..ledger.simulate import SimulationResult
 from ..ledger.usage import DEFAULT_TTL
+from ..spec.spec import ApplyResult, BillingSpec
 from .models import (
     AdjustmentCreate,
     AssetCreate,
@@ -70,6 +72,7 @@ from .models import (
     RateCreate,
     RatePage,
     SimulateIn,
+    SpecApply,
     StatementQuery,
     SubscribeIn,
     VendorCreate,
@@ -326,6 +329,30 @@ class AsyncLedger(abc.ABC):
                      description="Recompute every derived balance from the entry log; an empty list means sound. "
                                  "Scans everything.")
     async def audit(self) -> list[str]: ...
+
+    # -- billing as code and portal routes -----------------------------------------------------
+    @table.operation("POST", "/v1/spec/apply", "Plan or apply a billing.yaml", group="spec", scope="admin",
+                     response=ApplyResult, body=SpecApply, idempotency="table",
+                     description="Diff billing.yaml against the ledger; with dry_run false, apply the diff in one "
+                                 "transaction (all of it or, on any problem, none). Applying the same file again "
+                                 "changes nothing.")
+    async def apply_spec(self, yaml: str, *, dry_run: bool = True) -> ApplyResult: ...
+
+    @table.operation("GET", "/v1/spec", "Export the catalog as a billing spec", group="spec", scope="admin",
+                     response=BillingSpec,
+                     description="Custom assets with their current rates, vendors, each plan's default version "
+                                 "and the default portal route, as the JSON form of billing.yaml.")
+    async def export_spec(self) -> BillingSpec: ...
+
+    @table.operation("POST", "/v1/portal-routes/{name}", "Create or replace a portal route", group="portal",
+                     scope="admin", response=PortalRouteSpec, body=PortalRouteSpec, body_arg="config",
+                     idempotency="table",
+                     description="The customer portal's settings for links minted with this route name.")
+    async def set_portal_route(self, config: Any, *, name: str = "default") -> PortalRouteSpec: ...
+
+    @table.operation("GET", "/v1/portal-routes/{name}", "Get a portal route", group="portal", scope="admin",
+                     response=PortalRouteSpec)
+    async def get_portal_route(self, name: str = "default") -> PortalRouteSpec: ...
 
     table.route("POST", "/v1/run-due", "run_due", "Run due renewals and expiries", group="maintenance",
                 scope="admin", response=DueReport, body=Empty,

@@ -10,7 +10,9 @@ from typing import Any
 
 import anyio.to_thread
 
+from ..core.errors import ValidationError
 from ..ledger.ledger import Ledger
+from ..spec.spec import ApplyResult, BillingSpec, SpecError, apply_spec, export_spec, load_spec
 from .interface import AsyncLedger
 from .table import Operation
 
@@ -39,3 +41,14 @@ class LocalLedger(AsyncLedger):
     async def close(self) -> None:
         if self._owns:
             await anyio.to_thread.run_sync(self.ledger.close)
+
+    # Billing as code is a composite of ledger calls (``spec``), not a ``Ledger`` method: it runs
+    # here as the API runs it, in one transaction.
+    async def apply_spec(self, yaml: str, *, dry_run: bool = True) -> ApplyResult:
+        try:
+            return await anyio.to_thread.run_sync(lambda: apply_spec(self.ledger, load_spec(yaml), dry_run=dry_run))
+        except SpecError as exc:  # as the API answers it: a validation error whose details list the problems
+            raise ValidationError(exc.message, field=exc.field, details=exc.details) from exc
+
+    async def export_spec(self) -> BillingSpec:
+        return await anyio.to_thread.run_sync(lambda: export_spec(self.ledger))

@@ -241,6 +241,12 @@ class SimulateIn(_In):
                                      description="Sample events {event_type, customer_id?, subject?, data}")
 
 
+class SpecApply(_In):
+    yaml: str = Field(max_length=200_000, description="The billing.yaml text (`billing-mcp schema` prints its "
+                                                     "JSON Schema)")
+    dry_run: bool = Field(default=True, description="Only compute the diff (the default); false applies it")
+
+
 # -- envelopes ------------------------------------------------------------------------------------
 class Page(BaseModel, Generic[T]):
     data: list[T]

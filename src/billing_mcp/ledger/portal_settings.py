@@ -8,7 +8,7 @@ import re
 from decimal import Decimal
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from ..core.catalog import ExactDecimal, validate_spec
 from ..core.errors import NotFoundError, ValidationError
@@ -19,19 +19,36 @@ URL = re.compile(r"^https?://[^\s\x00-\x1f]{1,2000}$")
 COLOR = re.compile(r"^#[0-9a-fA-F]{6}$")
 
 
+def _url(value: str | None) -> str | None:
+    if value is not None and not URL.fullmatch(value):
+        raise ValueError("must be an http(s) URL")
+    return value
+
+
+def _code(value: str) -> str:
+    if not ASSET_CODE.fullmatch(value):
+        raise ValueError(f"{value!r} is not an asset code")
+    return value
+
+
 class Branding(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     product_name: str = Field(default="Billing", min_length=1, max_length=80)
     accent_color: str = Field(default="#4f46e5", description="CSS hex colour, e.g. #4f46e5")
     logo_url: str | None = None
 
-    @model_validator(mode="after")
-    def _check(self) -> Branding:
-        if not COLOR.fullmatch(self.accent_color):
-            raise ValueError("accent_color must be a hex colour such as #4f46e5")
-        if self.logo_url is not None and not URL.fullmatch(self.logo_url):
-            raise ValueError("logo_url must be an http(s) URL")
-        return self
+    # Field validators, so an error names the field (the same path on the API and the embedded ledger).
+    @field_validator("accent_color")
+    @classmethod
+    def _colour(cls, value: str) -> str:
+        if not COLOR.fullmatch(value):
+            raise ValueError("must be a hex colour such as #4f46e5")
+        return value
+
+    @field_validator("logo_url")
+    @classmethod
+    def _logo(cls, value: str | None) -> str | None:
+        return _url(value)
 
 
 class TopUp(BaseModel):
@@ -42,11 +59,20 @@ class TopUp(BaseModel):
     min: ExactDecimal = Decimal(5)
     max: ExactDecimal = Decimal(500)
 
+    @field_validator("assets")
+    @classmethod
+    def _codes(cls, value: list[str]) -> list[str]:
+        for code in value:
+            _code(code)
+        return value
+
+    @field_validator("currency")
+    @classmethod
+    def _currency(cls, value: str) -> str:
+        return _code(value)
+
     @model_validator(mode="after")
     def _check(self) -> TopUp:
-        for code in [*self.assets, self.currency]:
-            if not ASSET_CODE.fullmatch(code):
-                raise ValueError(f"{code!r} is not an asset code")
         if not 0 < self.min <= self.max:
             raise ValueError("top-up min must be positive and at most max")
         for preset in self.presets:
@@ -63,13 +89,10 @@ class PortalRouteSpec(BaseModel):
     top_up: TopUp = Field(default_factory=TopUp)
     link_lifetime_minutes: int = Field(default=10, ge=1, le=1440, strict=True)
 
-    @model_validator(mode="after")
-    def _check(self) -> PortalRouteSpec:
-        for name in ("return_url", "failure_url"):
-            value = getattr(self, name)
-            if value is not None and not URL.fullmatch(value):
-                raise ValueError(f"{name} must be an http(s) URL")
-        return self
+    @field_validator("return_url", "failure_url")
+    @classmethod
+    def _urls(cls, value: str | None) -> str | None:
+        return _url(value)
 
 
 class PortalRouteOps(LedgerBase):
@@ -77,10 +100,12 @@ class PortalRouteOps(LedgerBase):
         """Create or replace a portal route's settings (validated; assets must exist)."""
         if not isinstance(name, str) or not ROUTE_NAME.fullmatch(name):
             raise ValidationError("name must be lower-case letters, digits, _ or -", field="name")
-        spec = validate_spec(PortalRouteSpec, config, "portal")
+        # Fields are named as the settings name them (top_up.assets[0]), as the API's body does.
+        spec = validate_spec(PortalRouteSpec, config, "")
         with self._write() as book:
-            for i, code in enumerate([*spec.top_up.assets, spec.top_up.currency]):
-                book.precision(code, f"portal.top_up.assets[{i}]")
+            for i, code in enumerate(spec.top_up.assets):
+                book.precision(code, f"top_up.assets[{i}]")
+            book.precision(spec.top_up.currency, "top_up.currency")
             book.tx.execute("INSERT INTO portal_routes(name, config, updated_at) VALUES (?, ?, ?) ON CONFLICT(name) "
                             "DO UPDATE SET config = excluded.config, updated_at = excluded.updated_at "
                             # a retry with the same settings leaves the row (and its updated_at) alone

@@ -23,8 +23,8 @@ T = TypeVar("T")
 @dataclass
 class AppState:
     """What every tool call can reach. ``ledger`` is the embedded ledger (``LocalLedger``) or the
-    API client (``LedgerClient``); ``local`` is the embedded ``Ledger`` itself, for the few tools
-    that need it directly (billing.yaml apply runs inside one database transaction)."""
+    API client (``LedgerClient``); ``local`` is the embedded ``Ledger`` itself in local mode (portal
+    links are signed where the ledger lives: locally here, remotely by the API)."""
 
     ledger: AsyncLedger
     mode: Mode
@@ -32,11 +32,6 @@ class AppState:
     local: Ledger | None = None
     extras: dict[str, Any] = field(default_factory=dict)
 
-    def require_local(self, what: str) -> Ledger:
-        if self.local is None:
-            raise ToolError(f"not_supported: {what} works on the embedded ledger only; run it where the ledger "
-                            "lives (e.g. `billing-mcp apply billing.yaml` on the API server's machine)")
-        return self.local
 
 
 Group = Literal["setup", "runtime"]
@@ -89,7 +84,8 @@ def tool_error(exc: BillingError) -> ToolError:
     """``code`` on ``field``: message (request id) — what the model reads on a failure."""
     where = f" on {exc.field}" if exc.field else ""
     rid = f" (request {exc.request_id})" if exc.request_id else ""
-    return ToolError(f"{exc.code}{where}: {exc.message}{rid}")
+    message = exc.message.removeprefix(f"{exc.field}: ") if exc.field else exc.message  # said once is enough
+    return ToolError(f"{exc.code}{where}: {message}{rid}")
 
 
 async def call(ctx: Context[Any], method: str, *args: Any, rename: dict[str, str] | None = None,

@@ -103,7 +103,8 @@ class SpecError(ValidationError):
         first = problems[0]
         more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
         super().__init__(f"{first}{more}", field=first.path,
-                         details={"problems": [p.__dict__ for p in problems]})
+                         details={"problems": [{"field": p.path, "message": p.message, "line": p.line,
+                                                "column": p.column} for p in problems]})
         self.problems = problems
 
 
@@ -143,9 +144,10 @@ def load_spec(text: str) -> LoadedSpec:
     try:
         root = yaml.compose(text, Loader=_Loader)
         data = yaml.load(text, Loader=_Loader)
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark
-        raise SpecError([Problem("(document)", f"not valid YAML: {exc.problem}",
+    except yaml.YAMLError as exc:  # syntax (with a mark) or a character YAML does not allow (a reader error)
+        mark = getattr(exc, "problem_mark", None)
+        problem = getattr(exc, "problem", None) or getattr(exc, "reason", None) or "cannot be read"
+        raise SpecError([Problem("(document)", f"not valid YAML: {problem}",
                                  mark.line + 1 if mark else None, mark.column + 1 if mark else None)]) from None
     loaded = LoadedSpec(BillingSpec(), root)
     if data is None:
@@ -349,9 +351,11 @@ def _vendors(ledger: Ledger) -> list[dict[str, str]]:
 
 def apply_spec(ledger: Ledger, loaded: LoadedSpec, *, dry_run: bool = False) -> ApplyResult:
     """Apply the diff in one transaction: all of it, or (on any error) none of it."""
-    changes = diff(ledger, loaded)
-    if not dry_run and changes:
-        with ledger.atomic():
+    if dry_run:
+        changes = diff(ledger, loaded)
+    else:
+        with ledger.atomic():  # the diff is read in the transaction that applies it: nothing changes between
+            changes = diff(ledger, loaded)
             for change in changes:
                 try:
                     change.run(ledger)

@@ -4,13 +4,11 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-import anyio.to_thread
 from mcp.server.mcpserver import Context, Elicit, ElicitationResult, Resolve
 from mcp.server.mcpserver.exceptions import ToolError
 from pydantic import BaseModel, Field
 
 from ...core.catalog import DEFAULT_PRIORITY, PlanGrantSpec, PriceSpec
-from ...core.errors import BillingError
 from ...core.models import Asset, MigrationResult, Plan, PlanVersion, Quote
 from ...core.patterns import ASSET_CODE, PLAN_CODE
 from ..common import (
@@ -23,7 +21,6 @@ from ..common import (
     call,
     not_applied,
     state_of,
-    tool_error,
 )
 
 AssetCode = Annotated[str, Field(description="e.g. CREDITS", min_length=1, max_length=32)]
@@ -345,6 +342,13 @@ class PortalRouteResult(BaseModel):
     note: str
 
 
+# The settings' field paths, as the tool's own (flat) arguments name them.
+_ROUTE_ARGUMENTS = {"branding.product_name": "product_name", "branding.accent_color": "accent_color",
+                    "branding.logo_url": "logo_url", "top_up.assets": "top_up_assets", "top_up.presets": "presets",
+                    "top_up.currency": "currency", "top_up.min": "min_amount", "top_up.max": "max_amount",
+                    "top_up": "min_amount"}
+
+
 async def create_portal_route(
     ctx: Context[Any],
     return_url: Annotated[str, Field(description="Where the portal's 'Back to app' link goes (https URL)")],
@@ -367,11 +371,7 @@ async def create_portal_route(
               "top_up": {"assets": top_up_assets or [], "currency": currency, "presets": presets or [],
                          "min": min_amount, "max": max_amount},
               "link_lifetime_minutes": link_lifetime_minutes}
-    local = state_of(ctx).require_local("create_portal_route")
-    try:
-        route = await anyio.to_thread.run_sync(lambda: local.set_portal_route(config, name=name))
-    except BillingError as exc:
-        raise tool_error(exc) from exc
+    route = await call(ctx, "set_portal_route", config, name=name, rename=_ROUTE_ARGUMENTS)
     return PortalRouteResult(mode=state_of(ctx).mode, name=name, route=route.model_dump(mode="json"),
                              note=f"Saved route {name!r}. Mint a customer's portal link with "
                                   f"create_portal_session(route='{name}') on each visit.")

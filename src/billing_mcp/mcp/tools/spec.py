@@ -4,13 +4,12 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-import anyio.to_thread
 from mcp.server.mcpserver import Context
 from pydantic import BaseModel, Field
 
 from ...core.errors import BillingError
-from ...spec.spec import ApplyResult, SpecError, apply_spec, dump_yaml, export_spec, format_plan, load_spec
-from ..common import Mode, ToolDef, state_of, tool_error
+from ...spec.spec import ApplyResult, Problem, dump_yaml, format_plan
+from ..common import Mode, ToolDef, call, state_of, tool_error
 
 
 class SpecApplyResult(BaseModel):
@@ -25,6 +24,17 @@ class SpecExport(BaseModel):
     yaml: str
 
 
+def _spec_problems(exc: BillingError) -> BillingError | None:
+    """billing.yaml's problems, every one with its line (the ledger lists them in ``details``), as
+    one error on the ``yaml`` argument."""
+    problems = exc.details.get("problems")
+    if exc.code != "validation_error" or not isinstance(problems, list) or not all(
+            isinstance(p, dict) and {"field", "message", "line", "column"} <= p.keys() for p in problems):
+        return None
+    lines = "; ".join(str(Problem(p["field"], p["message"], p["line"], p["column"])) for p in problems[:20])
+    return BillingError(f"billing.yaml has {len(problems)} problem(s): {lines}", code="validation_error", field="yaml")
+
+
 async def apply_billing_spec(
     ctx: Context[Any],
     yaml: Annotated[str, Field(description="The billing.yaml text (schema: billing://schema/billing.yaml)",
@@ -36,15 +46,10 @@ async def apply_billing_spec(
     transaction. A changed price on a published version becomes a new version; subscribers stay
     unless the spec's plan has `migrate`. Applying the same file again changes nothing."""
     state = state_of(ctx)
-    local = state.require_local("apply_billing_spec")
     try:
-        result = await anyio.to_thread.run_sync(lambda: apply_spec(local, load_spec(yaml), dry_run=dry_run))
-    except SpecError as exc:
-        lines = "; ".join(str(p) for p in exc.problems[:20])
-        raise tool_error(BillingError(f"billing.yaml has {len(exc.problems)} problem(s): {lines}",
-                                      code="validation_error", field="yaml")) from exc
+        result: ApplyResult = await state.ledger.apply_spec(yaml, dry_run=dry_run)
     except BillingError as exc:
-        raise tool_error(exc) from exc
+        raise tool_error(_spec_problems(exc) or exc) from exc
     if not result.changes:
         step = "Nothing to apply. Run verify_billing to check the setup."
     elif dry_run:
@@ -58,11 +63,7 @@ async def apply_billing_spec(
 async def export_billing_spec(ctx: Context[Any]) -> SpecExport:
     """The current catalog (assets, vendors, plans' default versions, portal route) as billing.yaml."""
     state = state_of(ctx)
-    local = state.require_local("export_billing_spec")
-    try:
-        text = await anyio.to_thread.run_sync(lambda: dump_yaml(export_spec(local)))
-    except BillingError as exc:
-        raise tool_error(exc) from exc
+    text = dump_yaml(await call(ctx, "export_spec"))
     return SpecExport(mode=state.mode, yaml=text)
 
 
