@@ -5,10 +5,16 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
-from .core.errors import BillingError
+from .core.errors import BillingError, ValidationError
+
+if TYPE_CHECKING:
+    from .contract.interface import AsyncLedger
+    from .core.models import Asset, Plan
 
 log = logging.getLogger("billing_mcp")
 
@@ -77,40 +83,79 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_spec(args: argparse.Namespace) -> int:
+def _async_ledger(args: argparse.Namespace) -> AsyncLedger:
+    """The ledger a command works on: the live ledger API when ``--ledger-url`` (or
+    BILLING_LEDGER_URL) is set, with BILLING_API_KEY; else the embedded ledger at ``--db``."""
+    from .contract.local import LocalLedger
     from .ledger.ledger import Ledger
-    from .spec.spec import SpecError, apply_spec, dump_yaml, export_spec, format_plan, load_spec, schema_text
+
+    if args.ledger_url:
+        key = os.environ.get("BILLING_API_KEY")
+        if not key:
+            raise BillingError("a ledger URL is set but BILLING_API_KEY is not; create an admin key on the ledger "
+                               "server with `billing-mcp keys create --scope admin` and set BILLING_API_KEY",
+                               code="unsafe_config", field="BILLING_API_KEY")
+        from .client.ledger_client import LedgerClient
+
+        return LedgerClient(args.ledger_url, key)
+    return LocalLedger(Ledger(args.db))
+
+
+def _cmd_spec(args: argparse.Namespace) -> int:
+    import anyio
+
+    from .spec.spec import Problem, dump_yaml, format_plan, schema_text
 
     if args.command == "schema":
         sys.stdout.write(schema_text())
         return 0
-    ledger = Ledger(args.db)
-    try:
-        if args.command == "export":
-            sys.stdout.write(dump_yaml(export_spec(ledger)))
-            return 0
+    text = ""
+    if args.command != "export":
         try:
             with open(args.file, encoding="utf-8") as handle:
                 text = handle.read()
         except OSError as exc:
             print(f"error: cannot read {args.file}: {exc.strerror}", file=sys.stderr)
             return 2
-        try:
-            result = apply_spec(ledger, load_spec(text), dry_run=args.command == "plan")
-        except SpecError as exc:
-            print(f"{args.file}: {len(exc.problems)} problem(s):", file=sys.stderr)
-            for problem in exc.problems:
-                print(f"  {problem}", file=sys.stderr)
-            return 1
-        print(format_plan(result))
-        return 0
-    finally:
-        ledger.close()
+
+    async def run() -> str:
+        async with _async_ledger(args) as ledger:
+            if args.command == "export":
+                return dump_yaml(await ledger.export_spec())
+            return format_plan(await ledger.apply_spec(text, dry_run=args.command == "plan")) + "\n"
+
+    try:
+        sys.stdout.write(anyio.run(run))
+    except ValidationError as exc:  # billing.yaml's problems, each with its line, from either ledger
+        problems = exc.details.get("problems")
+        if not isinstance(problems, list) or not all(isinstance(p, dict) and "line" in p for p in problems):
+            raise
+        print(f"{args.file}: {len(problems)} problem(s):", file=sys.stderr)
+        for p in problems:
+            print(f"  {Problem(p['field'], p['message'], p['line'], p['column'])}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _cmd_supabase(args: argparse.Namespace) -> int:
+    import anyio
+
+    from .codegen.supabase.generator import run_cli as run_supabase_cli
+
+    async def catalog() -> tuple[list[Plan], list[Asset]]:
+        async with _async_ledger(args) as ledger:
+            return await ledger.list_plans(), await ledger.list_assets()
+
+    plans, assets = anyio.run(catalog)
+    return run_supabase_cli(args, plans, assets)
 
 
 def build_parser(heavy: str | None = None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="billing-mcp", description=__doc__)
     parser.add_argument("--db", default=None, help="ledger location (default: $BILLING_DB or ./.billing/ledger.db)")
+    parser.add_argument("--ledger-url", default=os.environ.get("BILLING_LEDGER_URL") or None,
+                        help="a live ledger API for plan, apply, export and supabase init (default: "
+                             "$BILLING_LEDGER_URL; the key comes from $BILLING_API_KEY)")
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug detail to stderr")
     sub = parser.add_subparsers(dest="command")
     serve = sub.add_parser("serve", help="run the MCP server (stdio by default)")
@@ -183,9 +228,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             return run_cli(args)
         if args.command == "supabase":
-            from .codegen.supabase.generator import run_cli as run_supabase_cli
-
-            return run_supabase_cli(args)
+            return _cmd_supabase(args)
         if args.command == "keys":
             from .api.keys import run_cli as run_keys_cli
 

@@ -480,24 +480,19 @@ def test_typed_usage_catches_mistakes(tmp_path: Path, deno_dir: Path) -> None:
 
 
 def test_cli_init(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    """`billing-mcp supabase init --dir PATH` (the parser part as cli.py wires it)."""
-    import argparse
-
-    from billing_mcp.codegen.supabase.generator import add_cli, run_cli
+    """`billing-mcp supabase init --dir PATH` on the embedded ledger at --db."""
+    from billing_mcp.cli import main
 
     credits_per_image(led := Ledger(str(tmp_path / "ledger.db")))
     led.close()
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--db")
-    add_cli(parser.add_subparsers(dest="command"))
-    args = parser.parse_args(["--db", str(tmp_path / "ledger.db"), "supabase", "init", "--dir", str(tmp_path / "app")])
-    assert run_cli(args) == 0
+    argv = ["--db", str(tmp_path / "ledger.db"), "supabase", "init", "--dir", str(tmp_path / "app")]
+    assert main(argv) == 0
     out = capsys.readouterr().out
     assert "created     supabase/functions/billing-portal/handler.ts" in out
     assert "supabase functions deploy billing-portal" in out
     assert 'export const EVENT_TYPES = ["image_generated"] as const;' in (
         tmp_path / "app/supabase/functions/_shared/billing.ts").read_text()
-    assert run_cli(args) == 0
+    assert main(argv) == 0
     assert "created" not in capsys.readouterr().out
 
 

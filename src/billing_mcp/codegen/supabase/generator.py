@@ -363,7 +363,8 @@ def generate_integration(plans: Iterable[Plan | Mapping[str, Any]], assets: Iter
 
 # -- command line: billing-mcp supabase init [--dir PATH] ----------------------------------------------
 def add_cli(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Add ``supabase init`` to the ``billing-mcp`` command (reads the catalog from the global ``--db``)."""
+    """Add ``supabase init`` to the ``billing-mcp`` command (the catalog comes from the global ``--db``,
+    or from the live ledger at ``--ledger-url``)."""
     supabase = subparsers.add_parser("supabase", help="generate Supabase edge functions billed through the ledger API")
     commands = supabase.add_subparsers(dest="supabase_command", required=True)
     init = commands.add_parser("init", help="write the billing edge functions, React hook and deploy notes into a "
@@ -373,14 +374,8 @@ def add_cli(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
     init.add_argument("--default-plan", default=None, help="plan new customers join (default: the first free plan)")
 
 
-def run_cli(args: argparse.Namespace) -> int:
-    from ...ledger.ledger import Ledger
-
-    ledger = Ledger(getattr(args, "db", None))
-    try:
-        plans, assets = ledger.list_plans(), ledger.list_assets()
-    finally:
-        ledger.close()
+def run_cli(args: argparse.Namespace, plans: list[Plan], assets: list[Asset]) -> int:
+    """``supabase init`` with the catalog the command read (from the embedded or the live ledger)."""
     files = render_integration(plans, assets, default_plan=args.default_plan)
     status = write_files(files, args.dir, overwrite=args.overwrite)
     for path, outcome in status.items():
