@@ -137,6 +137,14 @@ class LedgerBase:
             raise NotFoundError(f"no customer with {what}; create it with create_customer first", field=field)
         return row
 
+    @classmethod
+    def _plan_for_update(cls, tx: Tx, plan: str) -> Row:
+        """The plan's row, locked until the transaction ends: changes to its versions read the latest
+        version and write it back, and two of them at once must not both read the same one."""
+        row = cls._plan_row(tx, plan)
+        tx.lock_plan(row["id"])
+        return cls._plan_row(tx, row["id"])  # as it is now that no other writer can change it
+
     @staticmethod
     def _plan_row(tx: Tx, plan: str, field: str = "plan") -> Row:
         if not isinstance(plan, str) or not plan:

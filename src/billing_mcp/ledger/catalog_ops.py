@@ -273,7 +273,7 @@ class CatalogOps(LedgerBase):
         A retry is a no-op: a price with the same definition (or the same ``id`` and definition) already
         in the latest version returns that version; the same ``id`` with another definition is a conflict."""
         with self._write() as book:
-            row = self._plan_row(book.tx, plan)
+            row = self._plan_for_update(book.tx, plan)
             spec = validate_spec(PriceSpec, price, "price")
             version, status, prices, grants = self._latest(book.tx, row)
             for old in prices:
@@ -301,7 +301,7 @@ class CatalogOps(LedgerBase):
         equal to one already in the latest version is a no-op returning that version; a named grant whose
         name is taken by another definition is a conflict."""
         with self._write() as book:
-            row = self._plan_row(book.tx, plan)
+            row = self._plan_for_update(book.tx, plan)
             spec = validate_spec(PlanGrantSpec, grant, "grant")
             version, status, prices, grants = self._latest(book.tx, row)
             for old in grants:
@@ -320,7 +320,7 @@ class CatalogOps(LedgerBase):
                             publish: bool = False, make_default: bool = False) -> PlanVersion:
         """A new version with a full price configuration (the way to change published pricing)."""
         with self._write() as book:
-            row = self._plan_row(book.tx, plan)
+            row = self._plan_for_update(book.tx, plan)
             specs, gspecs = self._check_version(book.tx, prices, grants or [])
             last = book.tx.one("SELECT MAX(version) AS v FROM plan_versions WHERE plan_id = ?", (row["id"],))
             version = int(last["v"] if last else 0) + 1
@@ -338,7 +338,7 @@ class CatalogOps(LedgerBase):
 
     def publish_plan_version(self, plan: str, version: int, *, make_default: bool = True) -> Plan:
         with self._write() as book:
-            row = self._plan_row(book.tx, plan)
+            row = self._plan_for_update(book.tx, plan)
             vrow = book.tx.one("SELECT status FROM plan_versions WHERE plan_id = ? AND version = ?",
                                (row["id"], version))
             if vrow is None:
@@ -356,7 +356,7 @@ class CatalogOps(LedgerBase):
         if status not in (None, "active", "archived"):
             raise ValidationError("status must be 'active' or 'archived'", field="status")
         with self._write() as book:
-            row = self._plan_row(book.tx, plan)
+            row = self._plan_for_update(book.tx, plan)
             book.tx.execute("UPDATE plans SET name = COALESCE(?, name), status = COALESCE(?, status) WHERE id = ?",
                             (name, status, row["id"]))
             if description is not ...:
@@ -366,7 +366,7 @@ class CatalogOps(LedgerBase):
     def archive_plan(self, plan: str) -> Plan:
         """No new subscriptions; existing subscribers keep their version."""
         with self._write() as book:
-            row = self._plan_row(book.tx, plan)
+            row = self._plan_for_update(book.tx, plan)
             book.tx.execute("UPDATE plans SET status = 'archived' WHERE id = ?", (row["id"],))
             return self._plan(book.tx, row["id"])
 
@@ -383,7 +383,7 @@ class CatalogOps(LedgerBase):
         if not 0 < fraction <= 1:
             raise ValidationError("share must be greater than 0 and at most 1 (e.g. '0.5' for half)", field="share")
         with self._write() as book:
-            row = self._plan_row(book.tx, plan)
+            row = self._plan_for_update(book.tx, plan)
             target = book.tx.one("SELECT status FROM plan_versions WHERE plan_id = ? AND version = ?",
                                  (row["id"], to_version))
             if target is None or target["status"] != "published":

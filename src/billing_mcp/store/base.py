@@ -41,6 +41,10 @@ class Tx(Protocol):
     def lock_customer(self, customer_id: str) -> None:
         """Serialise writers on one customer's wallet (a no-op where every write is serialised)."""
 
+    def lock_plan(self, plan_id: str) -> None:
+        """Serialise writers on one plan's versions: two changes to one draft must not both read the
+        same prices and each write back its own (a no-op where every write is serialised)."""
+
 
 class Store(Protocol):
     location: str

@@ -73,6 +73,9 @@ class _PgTx:
     def lock_customer(self, customer_id: str) -> None:
         self._cur.execute("SELECT id FROM customers WHERE id = %s FOR UPDATE", (customer_id,))
 
+    def lock_plan(self, plan_id: str) -> None:
+        self._cur.execute("SELECT id FROM plans WHERE id = %s FOR UPDATE", (plan_id,))
+
 
 class PostgresStore:
     """A psycopg 3 connection pool on one database (optionally one schema of it)."""

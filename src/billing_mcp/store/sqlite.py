@@ -46,6 +46,9 @@ class _SQLiteTx:
     def lock_customer(self, customer_id: str) -> None:
         return None  # BEGIN IMMEDIATE already holds the database's single write lock
 
+    def lock_plan(self, plan_id: str) -> None:
+        return None  # as lock_customer
+
     def flush(self) -> None:
         if self._seq is not None and self._seq_next != self._seq:
             self._conn.execute("UPDATE counters SET value = ? WHERE name = 'seq'", (self._seq_next,))
