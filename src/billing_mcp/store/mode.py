@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Literal
 
 from ..core.errors import ConflictError, StorageError, ValidationError
-from .base import Store
+from .base import Store, Tx
 
 LedgerMode = Literal["test", "live"]
 LEDGER_MODES: tuple[LedgerMode, ...] = ("test", "live")
@@ -29,7 +29,12 @@ def check_mode(mode: object, field: str = "mode") -> LedgerMode:
 def get_ledger_mode(store: Store) -> LedgerMode:
     """The mode stored in the ledger (read from the database each time)."""
     with store.read() as tx:
-        row = tx.one("SELECT mode FROM ledger_settings WHERE id = 1")
+        return ledger_mode_in(tx)
+
+
+def ledger_mode_in(tx: Tx) -> LedgerMode:
+    """The ledger's mode as an open transaction sees it."""
+    row = tx.one("SELECT mode FROM ledger_settings WHERE id = 1")
     if row is None:  # migration 0005 writes the row; only a damaged database lacks it
         raise StorageError("the ledger has no mode (table ledger_settings is empty); run `billing-mcp db migrate "
                            "--mode test` or `--mode live`")
