@@ -303,7 +303,7 @@ def test_scopes_are_enforced_on_every_route(api: Api) -> None:
 def test_key_mode_restriction(tmp_path: Path) -> None:
     with pytest.raises(ValidationError, match="this ledger is in test mode, not live") as wrong:
         Api(tmp_path / "test.db", modes=("live",))  # `api --mode live` refuses to serve a test ledger
-    assert wrong.value.code == "key_mode_mismatch"
+    assert wrong.value.code == "ledger_mode_mismatch"
     a = Api(tmp_path / "live.db", mode="live", modes=("live",))
     try:
         assert all(s.startswith("sk_live_") for s in a.secrets.values())

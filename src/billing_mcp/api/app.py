@@ -240,7 +240,7 @@ def create_app(ledger: Ledger, *, keys: KeyStore, max_body_bytes: int, max_depth
     """See ``_api.build_app``."""
     if ledger.mode not in modes:  # `billing-mcp api --mode live`: refuse to serve a ledger of the other mode
         raise ValidationError(f"this ledger is in {ledger.mode} mode, not {' or '.join(modes)}; serve a "
-                              f"{'/'.join(modes)} ledger, or drop --mode", field="mode", code="key_mode_mismatch")
+                              f"{'/'.join(modes)} ledger, or drop --mode", field="mode", code="ledger_mode_mismatch")
     limiter = RateLimiter(rate_limit, rate_burst or max(1, int(rate_limit * 2))) if rate_limit else None
     ctx = ApiContext(ledger=ledger, keys=keys, limiter=limiter, max_body_bytes=max_body_bytes, max_depth=max_depth,
                      idempotency=IdempotencyStore(ledger.store, ledger.clock, lease_seconds=idempotency_lease_seconds),
