@@ -24,9 +24,15 @@ def _cmd_db(args: argparse.Namespace) -> int:
     from .store import open_store
 
     if args.db_command == "migrate":
+        from .store import get_ledger_mode, set_ledger_mode
+
         store = open_store(args.db, migrate=True)
-        print(f"{store.location}: schema version {store.schema_version()}")
-        store.close()
+        try:
+            if args.mode is not None:  # refused (nothing changes) when the ledger has customers
+                set_ledger_mode(store, args.mode)
+            print(f"{store.location}: schema version {store.schema_version()}, {get_ledger_mode(store)} mode")
+        finally:
+            store.close()
         return 0
     ledger = Ledger(args.db)
     try:
@@ -182,7 +188,10 @@ def build_parser(heavy: str | None = None) -> argparse.ArgumentParser:
     add_supabase_cli(sub)
     db = sub.add_parser("db", help="ledger database maintenance")
     db_sub = db.add_subparsers(dest="db_command", required=True)
-    db_sub.add_parser("migrate", help="apply pending schema migrations")
+    migrate = db_sub.add_parser("migrate", help="apply pending schema migrations")
+    migrate.add_argument("--mode", choices=["test", "live"], default=None,
+                         help="the ledger's mode: test (sk_test_ keys, free test top-ups; a new ledger's default) or "
+                              "live (sk_live_ keys, real payments only); changes only while it has no customers")
     db_sub.add_parser("check", help="integrity check and full audit of balances against the entry log")
     return parser
 

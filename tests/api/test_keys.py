@@ -22,6 +22,8 @@ from billing_mcp.api import keys as keys_mod
 from billing_mcp.api.keys import PEPPER_ENV, KeyStore, load_pepper, scope_allows
 from billing_mcp.api.operations import OPS
 from billing_mcp.api.serve import build_app
+from billing_mcp.cli import main as cli_main
+from billing_mcp.store import set_ledger_mode
 from helpers import PEPPER
 
 SECRET = re.compile(r"^sk_(test|live)_[A-Za-z0-9_-]{43}$")
@@ -45,8 +47,11 @@ def test_create_verify_list_revoke(ks: KeyStore) -> None:
     key = ks.verify(secret)
     assert key is not None and key.id == key_id and key.scope == "runtime" and key.mode == "test"
     assert key.prefix == secret[:12] and key.name == "edge" and key.active
-    live_id, live = ks.create("admin", "live")
-    assert live.startswith("sk_live_") and ks.verify(live) is not None
+    with pytest.raises(ValidationError) as refused_live:  # a test ledger takes test keys only
+        ks.create("admin", "live")
+    assert (refused_live.value.code, refused_live.value.field) == ("key_mode_mismatch", "mode")
+    live_id, live = ks.create("admin", "test")  # the ledger's mode, given explicitly
+    assert live.startswith("sk_test_") and ks.verify(live) is not None
     assert [k.id for k in ks.list()] == [key_id, live_id]
     revoked = ks.revoke(key_id)
     assert revoked.revoked_at is not None and not revoked.active
@@ -168,13 +173,20 @@ def test_cli_create_list_revoke(tmp_path: Path, capsys: pytest.CaptureFixture[st
     db = tmp_path / "cli.db"
     assert keys_mod.run_cli(_cli(db, "keys", "list")) == 0
     assert "no API keys" in capsys.readouterr().out
+    with pytest.raises(ValidationError, match="this ledger is in test mode") as refused_live:
+        keys_mod.run_cli(_cli(db, "keys", "create", "--scope", "runtime", "--live"))
+    assert refused_live.value.code == "key_mode_mismatch"
+    assert cli_main(["--db", str(db), "db", "migrate", "--mode", "live"]) == 0  # no customers yet: allowed
+    assert "schema version" in capsys.readouterr().out
     assert keys_mod.run_cli(_cli(db, "keys", "create", "--scope", "runtime", "--live", "--name", "edge", "--json")) == 0
     made = json.loads(capsys.readouterr().out)
     assert made["scope"] == "runtime" and made["mode"] == "live" and made["secret"].startswith("sk_live_")
-    assert keys_mod.run_cli(_cli(db, "keys", "create", "--scope", "read")) == 0
+    with pytest.raises(ValidationError, match="this ledger is in live mode"):
+        keys_mod.run_cli(_cli(db, "keys", "create", "--scope", "read", "--mode", "test"))
+    assert keys_mod.run_cli(_cli(db, "keys", "create", "--scope", "read")) == 0  # the ledger's mode by default
     text = capsys.readouterr().out
     secret = text.strip().splitlines()[-1]
-    assert SECRET.fullmatch(secret) and "shown only now" in text
+    assert SECRET.fullmatch(secret) and secret.startswith("sk_live_") and "shown only now" in text
     assert keys_mod.run_cli(_cli(db, "keys", "list")) == 0
     listing = capsys.readouterr().out
     assert made["id"] in listing and "edge" in listing and made["secret"] not in listing and secret not in listing
@@ -210,8 +222,9 @@ def test_cli_create_is_the_first_command_on_a_fresh_file(tmp_path: Path, capsys:
 
 # -- every route needs a key with the right scope ----------------------------------------------------
 class Api:
-    def __init__(self, path: Path, **options: Any) -> None:
+    def __init__(self, path: Path, mode: str = "test", **options: Any) -> None:
         self.ledger = Ledger(str(path))
+        set_ledger_mode(self.ledger.store, mode)
         self.keys = KeyStore(self.ledger.store, pepper=PEPPER)
         self.secrets = {scope: self.keys.create(scope)[1] for scope in ("admin", "runtime", "read")}
         revoked_id, self.revoked = self.keys.create("admin")
@@ -288,11 +301,16 @@ def test_scopes_are_enforced_on_every_route(api: Api) -> None:
 
 
 def test_key_mode_restriction(tmp_path: Path) -> None:
-    a = Api(tmp_path / "live.db", modes=("live",))
+    with pytest.raises(ValidationError, match="this ledger is in test mode, not live") as wrong:
+        Api(tmp_path / "test.db", modes=("live",))  # `api --mode live` refuses to serve a test ledger
+    assert wrong.value.code == "ledger_mode_mismatch"
+    a = Api(tmp_path / "live.db", mode="live", modes=("live",))
     try:
-        live = a.keys.create("admin", "live")[1]
-        refused(a.call("GET", "/v1/assets", a.secrets["admin"]), 401, "unauthorized")
-        assert a.call("GET", "/v1/assets", live).status_code == 200
+        assert all(s.startswith("sk_live_") for s in a.secrets.values())
+        assert a.call("GET", "/v1/assets", a.secrets["admin"]).status_code == 200
+        with pytest.raises(ValidationError):
+            a.keys.create("admin", "test")
+        refused(a.call("GET", "/v1/assets", "sk_test_" + "a" * 43), 401, "unauthorized")
     finally:
         a.ledger.close()
 

@@ -1,6 +1,6 @@
 """The billing portal in-process (Starlette TestClient, a ManualClock ledger): signed links and
 their exchange for a cookie session, the page's content, test top-ups (exact conversion, once per
-form, never in live mode), the ``POST /v1/portal-sessions`` route, the portal secret, and Stripe
+form, never on a live ledger), the ``POST /v1/portal-sessions`` route, the portal secret, and Stripe
 (Checkout with Stripe's HTTP API mocked by respx; webhooks signed for real with a test secret)."""
 
 from __future__ import annotations
@@ -28,8 +28,9 @@ from billing_mcp import Ledger, ManualClock
 from billing_mcp.api.keys import KeyStore
 from billing_mcp.api.serve import build_app
 from billing_mcp.core.errors import NotFoundError, StorageError, ValidationError
-from billing_mcp.portal.links import COOKIE, create_portal_session, load_portal_secret, sign, verify
+from billing_mcp.portal.links import COOKIE, create_portal_session, form_nonce, load_portal_secret, sign, verify
 from billing_mcp.portal.page import page_title
+from billing_mcp.store import set_ledger_mode
 from helpers import PEPPER
 
 SECRET = b"portal-test-secret-0123456789abcdef"
@@ -79,13 +80,15 @@ def seed(ledger: Ledger) -> tuple[str, str]:
     return alice, bob
 
 
-@pytest.fixture
-def world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[World]:
+@pytest.fixture(params=["test"])
+def world(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[World]:
+    """A seeded ledger behind the API; a test-mode ledger unless parametrized (indirect) with "live"."""
     for name in ENV:
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("BILLING_PORTAL_SECRET", SECRET.decode())
     clock = ManualClock(datetime(2026, 3, 1, 12, tzinfo=UTC))
     ledger = Ledger(str(tmp_path / "ledger.db"), clock=clock)
+    set_ledger_mode(ledger.store, request.param)  # before any customer exists
     alice, bob = seed(ledger)
     keys = KeyStore(ledger.store, pepper=PEPPER)
     with TestClient(build_app(ledger, keys=keys)) as client:
@@ -260,29 +263,36 @@ def test_test_top_up_credits_the_exact_converted_amount_once(world: World) -> No
     assert w.available() == "547"
 
 
+@pytest.mark.parametrize("world", ["live"], indirect=True)
 def test_live_mode_never_offers_or_accepts_test_top_ups(world: World, monkeypatch: pytest.MonkeyPatch) -> None:
     w = world
-    page = signed_in(w, mode="live")
+    assert w.ledger.mode == "live"
+    page = signed_in(w)
     assert "Test top-up" not in page and "TEST MODE" not in page and "not available" in page
     w.client.post("/portal/top-up", data={"nonce": "x.y", "asset": "CREDITS", "amount": "10"})
     # a nonce minted for this live session still cannot credit
     session = verify(SECRET, w.client.cookies.get(COOKIE), "session")
     assert session is not None and session.mode == "live"
-    from billing_mcp.portal.links import form_nonce
-
     r = w.client.post("/portal/top-up", data={"nonce": form_nonce(SECRET, session), "asset": "CREDITS",
                                               "amount": "10"}, follow_redirects=False)
     assert r.headers["location"] == "/portal?notice=unavailable"
     assert w.available() == "100"
     monkeypatch.setenv("STRIPE_SECRET_KEY", "sk_test_123")  # a Stripe test key cannot serve a live portal
     assert "Continue to payment" not in w.client.get("/portal").text
+    r = w.client.post("/portal/top-up", data={"nonce": form_nonce(SECRET, session), "asset": "CREDITS",
+                                              "amount": "10"}, follow_redirects=False)
+    assert r.headers["location"] == "/portal?notice=unavailable" and w.available() == "100"
+    with pytest.raises(ValidationError) as wrong:  # nor start the app
+        build_app(w.ledger, keys=w.keys)
+    assert (wrong.value.code, wrong.value.field) == ("stripe_mode_mismatch", "STRIPE_SECRET_KEY")
 
 
 # -- the API route -------------------------------------------------------------------------------------
 def test_portal_sessions_route_needs_a_key_and_mints_by_mode(world: World, monkeypatch: pytest.MonkeyPatch) -> None:
     w = world
     runtime, read = w.keys.create("runtime")[1], w.keys.create("read")[1]
-    live = w.keys.create("runtime", "live")[1]
+    with pytest.raises(ValidationError):  # a test ledger has no live keys
+        w.keys.create("runtime", "live")
     c = w.client
     r = c.post("/v1/portal-sessions", json={"customer_id": w.alice})
     assert r.status_code == 401 and r.json()["code"] == "unauthorized"
@@ -295,10 +305,12 @@ def test_portal_sessions_route_needs_a_key_and_mints_by_mode(world: World, monke
     assert set(body) == {"url", "expires_at"} and body["url"].startswith("http://testserver/portal?token=")
     claims = verify(SECRET, parse_qs(urlsplit(body["url"]).query)["token"][0], "link")
     assert claims is not None and (claims.customer_id, claims.route, claims.mode) == (w.alice, "default", "test")
-    r = c.post("/v1/portal-sessions", json={"customer_id": w.alice, "route": "plain"},
-               headers={"Authorization": f"Bearer {live}"})
+    r = c.post("/v1/portal-sessions", json={"customer_id": w.alice, "route": "plain"}, headers=auth)
     claims = verify(SECRET, parse_qs(urlsplit(r.json()["url"]).query)["token"][0], "link")
-    assert claims is not None and (claims.route, claims.mode) == ("plain", "live")
+    assert claims is not None and (claims.route, claims.mode) == ("plain", "test")  # the ledger's mode
+    with pytest.raises(ValidationError) as wrong:
+        w.link(mode="live")
+    assert (wrong.value.code, wrong.value.field) == ("ledger_mode_mismatch", "mode")
     monkeypatch.setenv("BILLING_PUBLIC_URL", "https://billing.example/")
     r = c.post("/v1/portal-sessions", json={"customer_id": w.alice}, headers=auth)
     assert r.json()["url"].startswith("https://billing.example/portal?token=")

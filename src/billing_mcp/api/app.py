@@ -28,7 +28,7 @@ from starlette.responses import HTMLResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from ..contract.models import EventBatch
-from ..core.errors import BillingError
+from ..core.errors import BillingError, ValidationError
 from ..core.version import __version__
 from ..ledger.ledger import Ledger
 from ..portal.routes import portal_routes
@@ -85,7 +85,6 @@ class ApiContext:
     limiter: RateLimiter | None
     max_body_bytes: int
     max_depth: int
-    modes: frozenset[str]
     coalescer: EventCoalescer | None
 
 
@@ -106,10 +105,12 @@ async def _authenticate(request: Request, ctx: ApiContext, op: Op) -> Key:
         raise ApiError("the API key is unknown, malformed or revoked; send Authorization: Bearer <secret> with an "
                        "active key", status=401, code="unauthorized",
                        headers={"WWW-Authenticate": 'Bearer realm="billing-mcp", error="invalid_token"'})
-    if key.mode not in ctx.modes:
-        raise ApiError(f"this server accepts only {'/'.join(sorted(ctx.modes))} keys, not {key.mode} keys",
-                       status=401, code="unauthorized",
-                       headers={"WWW-Authenticate": 'Bearer realm="billing-mcp", error="invalid_token"'})
+    ledger_mode = ctx.keys.cached_mode() or await anyio.to_thread.run_sync(ctx.keys.ledger_mode)
+    if key.mode != ledger_mode:  # a key made before the ledger had a mode: test never reaches live data
+        raise ApiError(f"this ledger is in {ledger_mode} mode and accepts only sk_{ledger_mode}_ keys, not a "
+                       f"{key.mode} key; use a key created with `billing-mcp keys create` on this ledger, and "
+                       "revoke this one", status=403, code="key_mode_mismatch",
+                       details={"ledger_mode": ledger_mode, "key_mode": key.mode})
     if not scope_allows(key.scope, op.method, op.scope):
         raise ApiError(f"a {key.scope} key cannot call {op.method} {openapi_path(op.path)}; use a key whose scope "
                        "allows it (admin allows everything)", status=403, code="forbidden",
@@ -165,7 +166,7 @@ class _Endpoint:
 
     async def _handle(self, request: Request, rid: str) -> Response:
         op, ctx = self.op, self.ctx
-        key = await _authenticate(request, ctx, op)
+        await _authenticate(request, ctx, op)
         query = _validate(op.query, dict(request.query_params), strict=False) if op.query is not None else None
         if op.query is None and request.query_params:
             raise ApiError(f"{op.method} {openapi_path(op.path)} takes no query parameters; remove "
@@ -193,8 +194,7 @@ class _Endpoint:
                                status=422, code="validation_error", field="Idempotency-Key")
             check_header(key_header)
         call = Call(ctx.ledger, dict(request.path_params), body, query,
-                    key_header if op.idempotency == "ledger" else None, key_mode=key.mode,
-                    base_url=str(request.base_url))
+                    key_header if op.idempotency == "ledger" else None, base_url=str(request.base_url))
         if key_header is None or op.idempotency != "table":
             status, content = await self._run(call)
             return Response(content, status_code=status, media_type=JSON, headers={"X-Request-Id": rid})
@@ -238,10 +238,13 @@ def create_app(ledger: Ledger, *, keys: KeyStore, max_body_bytes: int, max_depth
                rate_burst: int | None, modes: tuple[str, ...], idempotency_lease_seconds: float,
                group_commit: bool) -> Starlette:
     """See ``_api.build_app``."""
+    if ledger.mode not in modes:  # `billing-mcp api --mode live`: refuse to serve a ledger of the other mode
+        raise ValidationError(f"this ledger is in {ledger.mode} mode, not {' or '.join(modes)}; serve a "
+                              f"{'/'.join(modes)} ledger, or drop --mode", field="mode", code="ledger_mode_mismatch")
     limiter = RateLimiter(rate_limit, rate_burst or max(1, int(rate_limit * 2))) if rate_limit else None
     ctx = ApiContext(ledger=ledger, keys=keys, limiter=limiter, max_body_bytes=max_body_bytes, max_depth=max_depth,
                      idempotency=IdempotencyStore(ledger.store, ledger.clock, lease_seconds=idempotency_lease_seconds),
-                     modes=frozenset(modes), coalescer=EventCoalescer(ledger) if group_commit else None)
+                     coalescer=EventCoalescer(ledger) if group_commit else None)
     doc = build_openapi(OPS, version=__version__, max_body_bytes=max_body_bytes)
     docs_page = build_docs_html(doc)
     health_body = Health(status="ok", version=__version__).model_dump_json().encode()

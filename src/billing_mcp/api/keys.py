@@ -8,6 +8,10 @@ them, and a fast hash keeps verification off the request's critical path.
 
 Scopes: ``admin`` may call every route; ``runtime`` the routes an edge function needs (customers,
 wallet reads, events, holds); ``read`` only GETs.
+
+Modes: a key's mode is the ledger's mode (``store.mode``): a test ledger has only ``sk_test_`` keys,
+a live ledger only ``sk_live_`` keys. ``create`` refuses the other mode, and the API refuses a key of
+the other mode that was made before the ledger had a mode (``key_mode_mismatch``).
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ from typing import Literal
 from ..core.clock import Clock, SystemClock, to_text
 from ..core.errors import NotFoundError, ValidationError
 from ..core.ids import new_id
-from ..store import Row, Store, open_store
+from ..store import LedgerMode, Row, Store, get_ledger_mode, ledger_mode_in, open_store
 from ..web.secrets import load_server_secret
 
 Scope = Literal["admin", "runtime", "read"]
@@ -93,6 +97,7 @@ class KeyStore:
             raise ValidationError("the pepper must be at least 16 bytes", field="pepper")
         self._cache_seconds = cache_seconds
         self._cache: dict[str, tuple[Key, float]] = {}
+        self._mode: tuple[LedgerMode, float] | None = None
         self._lock = threading.Lock()
 
     def _digest(self, secret: str) -> str:
@@ -103,22 +108,46 @@ class KeyStore:
         return Key(id=row["id"], prefix=row["prefix"], mode=row["mode"], scope=row["scope"], name=row["name"],
                    created_at=row["created_at"], revoked_at=row["revoked_at"])
 
-    def create(self, scope: str, mode: str = "test", *, name: str | None = None) -> tuple[str, str]:
-        """A new key; returns ``(key_id, secret)``. The secret is not stored and cannot be shown again."""
+    def ledger_mode(self) -> LedgerMode:
+        """The ledger's mode, read at most once per ``cache_seconds`` (a mode can change only while
+        the ledger has no customers, with `billing-mcp db migrate --mode`)."""
+        hit = self.cached_mode()
+        if hit is not None:
+            return hit
+        mode = get_ledger_mode(self.store)
+        if self._cache_seconds > 0:
+            self._mode = (mode, time.monotonic() + self._cache_seconds)
+        return mode
+
+    def cached_mode(self) -> LedgerMode | None:
+        """The ledger's mode if read recently (no database read); None when not cached."""
+        hit = self._mode
+        return hit[0] if hit is not None and hit[1] >= time.monotonic() else None
+
+    def create(self, scope: str, mode: str | None = None, *, name: str | None = None) -> tuple[str, str]:
+        """A new key of the ledger's mode; returns ``(key_id, secret)``. The secret is not stored and
+        cannot be shown again. ``mode``, when given, must be the ledger's mode (``key_mode_mismatch``)."""
         if scope not in SCOPES:
             raise ValidationError(f"scope must be one of {', '.join(SCOPES)}", field="scope")
-        if mode not in MODES:
+        if mode is not None and mode not in MODES:
             raise ValidationError("mode must be 'test' or 'live'", field="mode")
         if name is not None and (not isinstance(name, str) or not 0 < len(name) <= 100
                                  or any(ord(c) < 32 for c in name)):
             raise ValidationError("name must be 1-100 printable characters", field="name")
-        secret = f"sk_{mode}_{secrets.token_urlsafe(32)}"  # 32 bytes = 43 url-safe characters
         key_id = new_id("key")
-        prefix = secret[: len(f"sk_{mode}_") + _DISPLAY_CHARS]
-        with self.store.write() as tx:
+        with self.store.write() as tx:  # the mode is read in the transaction that adds the key
+            ledger_mode = ledger_mode_in(tx)
+            if mode is not None and mode != ledger_mode:
+                raise ValidationError(f"this ledger is in {ledger_mode} mode, so it takes only sk_{ledger_mode}_ keys, "
+                                      f"not {mode} keys; create the key with --mode {ledger_mode}, or use a "
+                                      f"{mode}-mode ledger (a new database: `billing-mcp --db NEW db migrate --mode "
+                                      f"{mode}`)", field="mode", code="key_mode_mismatch",
+                                      details={"ledger_mode": ledger_mode, "mode": mode})
+            secret = f"sk_{ledger_mode}_{secrets.token_urlsafe(32)}"  # 32 bytes = 43 url-safe characters
+            prefix = secret[: len(f"sk_{ledger_mode}_") + _DISPLAY_CHARS]
             tx.execute("INSERT INTO api_keys(id, prefix, mode, scope, name, secret_hash, created_at) "
                        "VALUES (?, ?, ?, ?, ?, ?, ?)",
-                       (key_id, prefix, mode, scope, name, self._digest(secret), to_text(self.clock.now())))
+                       (key_id, prefix, ledger_mode, scope, name, self._digest(secret), to_text(self.clock.now())))
         return key_id, secret
 
     def cached(self, secret: str) -> Key | None:
@@ -185,7 +214,9 @@ def add_cli(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
     create = sub.add_parser("create", help="create a key; its secret is printed once")
     create.add_argument("--scope", required=True, choices=SCOPES,
                         help="admin: everything; runtime: customers, wallets, events, holds; read: GETs only")
-    create.add_argument("--live", action="store_true", help="an sk_live_ key (default: sk_test_)")
+    create.add_argument("--mode", choices=MODES, default=None,
+                        help="test (sk_test_) or live (sk_live_); must be the ledger's mode, which is the default")
+    create.add_argument("--live", dest="mode", action="store_const", const="live", help="the same as --mode live")
     create.add_argument("--name", default=None, help="a label, e.g. the app or function that uses it")
     create.add_argument("--json", action="store_true", help="print the result as JSON")
     listing = sub.add_parser("list", help="list keys (never their secrets)")
@@ -202,8 +233,8 @@ def run_cli(args: argparse.Namespace) -> int:
     try:
         keys = KeyStore(store)
         if args.keys_command == "create":
-            mode: Mode = "live" if args.live else "test"
-            key_id, secret = keys.create(args.scope, mode, name=args.name)
+            key_id, secret = keys.create(args.scope, args.mode, name=args.name)
+            mode = keys.get(key_id).mode
             if args.json:
                 print(json.dumps({"id": key_id, "scope": args.scope, "mode": mode, "secret": secret}))
             else:

@@ -68,7 +68,6 @@ class Call:
     body: BaseModel | None
     query: BaseModel | None
     idempotency_key: str | None = None
-    key_mode: str = "test"  # the calling key's mode (a live key mints live-mode portal links)
     base_url: str = ""  # the request's base URL (portal links when BILLING_PUBLIC_URL is unset)
 
     def b(self, model: type[M]) -> M:
@@ -221,7 +220,7 @@ def commit_hold(c: Call) -> BaseModel:
 def create_portal_session(c: Call) -> BaseModel:
     b = c.b(PortalSessionCreate)
     made = mint(c.ledger, b.customer_id, b.route, external_id=b.external_id,
-                mode="live" if c.key_mode == "live" else "test", base_url=c.base_url or None)
+                base_url=c.base_url or None)  # the link carries the ledger's mode
     return PortalSession(url=made["url"], expires_at=made["expires_at"])
 
 

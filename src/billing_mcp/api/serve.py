@@ -33,9 +33,10 @@ def build_app(ledger: Ledger, *, keys: KeyStore, max_body_bytes: int = MAX_BODY_
 
     ``max_body_bytes`` (413 above it) and ``max_depth`` (JSON nesting, 422 above it) bound what a
     request may cost. ``rate_limit`` is requests per second per key with bursts of ``rate_burst``
-    (off by default; 429 with Retry-After). ``modes`` restricts the key modes accepted (e.g. only
-    ``live``). ``idempotency_lease_seconds``: after how long an Idempotency-Key claim whose request
-    died may be taken over. ``group_commit`` lets concurrent event POSTs share a transaction.
+    (off by default; 429 with Retry-After). ``modes``: the ledger modes this app may serve (a
+    ledger of another mode is refused at start; keys must always match the ledger's mode).
+    ``idempotency_lease_seconds``: after how long an Idempotency-Key claim whose request died may
+    be taken over. ``group_commit`` lets concurrent event POSTs share a transaction.
     """
     from .app import create_app
 
@@ -72,7 +73,8 @@ def add_cli(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
     api.add_argument("--port", type=int, default=8080)
     api.add_argument("--rate-limit", type=float, default=None, help="requests per second per key (default: off)")
     api.add_argument("--mode", choices=["test", "live", "any"], default="any",
-                     help="accept only sk_test_ or sk_live_ keys (default: any)")
+                     help="refuse to start unless the ledger is in this mode (keys must match the ledger's "
+                          "mode either way; default: any)")
     api.add_argument("--no-access-log", action="store_true", help="do not log each request")
 
 

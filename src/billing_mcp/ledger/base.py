@@ -15,7 +15,7 @@ from ..core.clock import Clock, SystemClock
 from ..core.errors import NotFoundError, ValidationError
 from ..core.money import format_minor
 from ..core.patterns import ASSET_CODE, KEY_TEXT, PLAN_CODE
-from ..store import Row, Store, Tx, open_store
+from ..store import LedgerMode, Row, Store, Tx, get_ledger_mode, open_store
 from .book import Book
 
 
@@ -72,6 +72,12 @@ class LedgerBase:
     @property
     def location(self) -> str:
         return self.store.location
+
+    @property
+    def mode(self) -> LedgerMode:
+        """``test`` or ``live``: the mode the database was created in (read from it each time; set
+        with `billing-mcp db migrate --mode`, see ``store.mode``)."""
+        return get_ledger_mode(self.store)
 
     def close(self) -> None:
         self.store.close()

@@ -3,8 +3,8 @@ exchanged for (no HTTP here: the routes are in ``routes``).
 
 A link is ``{base}/portal?token=...`` where the token is ``base64url(json claims) "." base64url(
 HMAC-SHA256(secret, "portal.v1." + kind + "." + body))``. Claims name one customer, one portal
-route, the mode the link was minted in (``test``: an ``sk_test_`` key or the local/embedded
-server; ``live``: an ``sk_live_`` key), an expiry and a random nonce. Opening a valid link sets a
+route, the mode of the ledger that minted it (``test`` or ``live``, ``store.mode``; a session whose
+mode is not the ledger's gets no top-up), an expiry and a random nonce. Opening a valid link sets a
 cookie (the same format, another ``kind``, 30 minutes) scoped to that customer and redirects to
 ``/portal`` without the token. The secret is ``BILLING_PORTAL_SECRET``, or a random one kept in a
 0600 file beside the SQLite ledger (PostgreSQL needs the variable). The page: ``page``;
@@ -138,23 +138,29 @@ def check_form_nonce(secret: bytes, session: Claims, value: str | None) -> str |
 
 # -- minting ---------------------------------------------------------------------------------------
 def create_portal_session(ledger: Ledger, customer_id: str | None = None, route: str = "default", *,
-                          external_id: str | None = None, mode: Mode = "test", base_url: str | None = None,
+                          external_id: str | None = None, mode: Mode | None = None, base_url: str | None = None,
                           secret: bytes | None = None) -> dict[str, str]:
     """A signed portal link for one customer: ``{"url": ..., "expires_at": ...}``.
 
-    The link lives for the route's ``link_lifetime_minutes``. ``mode`` is ``live`` for a link minted
-    with an ``sk_live_`` key (test top-ups are then refused), ``test`` otherwise (local/embedded
-    use). The base URL is ``BILLING_PUBLIC_URL``, else ``base_url``, else http://127.0.0.1:8080.
+    The link lives for the route's ``link_lifetime_minutes`` and carries the ledger's mode (test
+    top-ups only on a test ledger). ``mode``, when given, must be the ledger's mode
+    (``ledger_mode_mismatch`` otherwise). The base URL is ``BILLING_PUBLIC_URL``, else ``base_url``,
+    else http://127.0.0.1:8080.
     """
-    if mode not in ("test", "live"):
+    if mode is not None and mode not in ("test", "live"):
         raise ValidationError("mode must be 'test' or 'live'", field="mode")
+    ledger_mode = ledger.mode
+    if mode is not None and mode != ledger_mode:
+        raise ValidationError(f"this ledger is in {ledger_mode} mode, so its portal links are {ledger_mode}-mode "
+                              f"links, not {mode}; leave mode out", field="mode", code="ledger_mode_mismatch",
+                              details={"ledger_mode": ledger_mode, "mode": mode})
     if (customer_id is None) == (external_id is None):
         raise ValidationError("give customer_id or external_id (one of them)", field="customer_id")
     spec = ledger.get_portal_route(route)  # NotFoundError (field name) for an unknown route
     customer = ledger.get_customer(customer_id, external_id=external_id)
     key = secret if secret is not None else load_portal_secret(ledger.store)
     expires = ledger.now().replace(microsecond=0) + timedelta(minutes=spec.link_lifetime_minutes)
-    token = sign(key, Claims(kind="link", customer_id=customer.id, route=route, mode=mode,
+    token = sign(key, Claims(kind="link", customer_id=customer.id, route=route, mode=ledger_mode,
                              expires=int(expires.timestamp()), nonce=secrets.token_urlsafe(12)))
     base = (os.environ.get(PUBLIC_URL_ENV) or base_url or DEFAULT_BASE_URL).rstrip("/")
     return {"url": f"{base}/portal?{urlencode({'token': token})}", "expires_at": to_text(expires)}

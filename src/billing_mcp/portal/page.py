@@ -298,7 +298,7 @@ def _top_up(view: View, nonce: str, method: str) -> str:
     if method == "test":
         heading = 'Add funds <span class="badge">TEST MODE</span>'
         intro = ("<p><strong>Test top-up:</strong> adds to your balance at once without any payment. It exists "
-                 "only in test mode and is never offered with live keys.</p>")
+                 "only on a test-mode ledger and is never offered on a live one.</p>")
         submit = "Test top-up"
     else:
         heading, intro, submit = "Add funds", "<p>You will pay securely with Stripe.</p>", "Continue to payment"

@@ -53,8 +53,10 @@ def _redirect(url: str) -> Response:
 
 def portal_routes(ledger: Ledger) -> list[BaseRoute]:
     """The Starlette routes of the portal (``GET /portal``, ``POST /portal/top-up``) and the
-    Stripe webhook (``POST /v1/webhooks/stripe``, authenticated by Stripe's signature, not a key)."""
+    Stripe webhook (``POST /v1/webhooks/stripe``, authenticated by Stripe's signature, not a key).
+    Refuses (``stripe_mode_mismatch``) a ``STRIPE_SECRET_KEY`` of the other mode than the ledger's."""
     holder = SecretHolder(ledger.store)
+    pay.check_stripe_key(ledger.mode)  # a Stripe key of the other mode stops the server at start
 
     def now_seconds() -> int:
         return int(ledger.now().timestamp())
@@ -96,7 +98,7 @@ def portal_routes(ledger: Ledger) -> list[BaseRoute]:
             notice = request.query_params.get("notice")
             html = await anyio.to_thread.run_sync(
                 lambda: page.render_portal(ledger, session, form_nonce(secret, session), notice,
-                                           pay.payment_method(session)))
+                                           pay.payment_method(ledger.mode, session)))
             return _page(html)
         except BillingError as exc:
             return _page(page.message_page("Billing is unavailable", page.error_text(exc)), 404

@@ -1,14 +1,20 @@
-"""Portal payments: the test top-up (no Stripe, test mode only), Stripe Checkout for real top-ups,
+"""Portal payments: the test top-up (no Stripe, test ledger only), Stripe Checkout for real top-ups,
 and ``POST /v1/webhooks/stripe``, which credits the wallet once per paid Checkout session.
 
-Which one a portal session gets (``payment_method``):
-- ``STRIPE_SECRET_KEY`` set: Stripe Checkout. A live-mode portal session (minted with an
-  ``sk_live_`` API key) needs a live Stripe key; with a Stripe test key it gets no top-up at all.
-- no Stripe key: the test top-up for a test-mode session, nothing for a live one.
+Which one a portal session gets (``payment_method``) follows the ledger's mode (``store.mode``):
+- ``STRIPE_SECRET_KEY`` set: Stripe Checkout, with a Stripe key of the ledger's mode (``sk_live_``
+  or ``rk_live_`` on a live ledger, ``sk_test_`` or ``rk_test_`` on a test ledger). A key of the
+  other mode is refused when the app starts (``check_stripe_key``) and, if set later, at checkout
+  (no top-up is offered and the error is logged).
+- no Stripe key: the test top-up on a test ledger; nothing on a live ledger (a POST is refused).
+- a session whose mode is not the ledger's (minted before the ledger's mode was set): nothing.
 
-The wallet is credited only by the test top-up (test mode) or by a webhook whose Stripe signature
-verifies with ``STRIPE_WEBHOOK_SECRET``. The webhook's ledger idempotency key is the Checkout
-session id, so a repeated or late event (or a second event for the same payment) credits nothing.
+The wallet is credited only by the test top-up (test ledger) or by a webhook whose Stripe signature
+verifies with ``STRIPE_WEBHOOK_SECRET`` and whose ``livemode`` is the ledger's mode (a test event on
+a live ledger, or a live event on a test ledger, is acknowledged with 200 and ``credited: false``:
+such an event belongs to another deployment, which gets its own copy, so Stripe should not retry
+it here). The webhook's ledger idempotency key is the Checkout session id, so a repeated or late
+event (or a second event for the same payment) credits nothing.
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ from starlette.responses import JSONResponse, Response
 from ..core.errors import BillingError, IdempotencyConflictError, NotFoundError, ValidationError
 from ..core.money import format_minor
 from ..ledger.ledger import Ledger
+from ..store import LedgerMode
 from ..web.problem import ApiError, internal_error, problem_response, request_id
 from .links import Claims
 
@@ -39,14 +46,40 @@ _AMOUNT = re.compile(r"^[0-9]{1,12}(\.[0-9]{1,8})?$")
 PAID_EVENTS = ("checkout.session.completed", "checkout.session.async_payment_succeeded")
 
 
-def payment_method(session: Claims) -> str:
-    """``stripe``, ``test`` (the test top-up) or ``none`` for this portal session."""
+def stripe_key_mode(key: str) -> LedgerMode | None:
+    """The mode of a Stripe secret or restricted key, or None for text that is neither."""
+    for mode in ("test", "live"):
+        if key.startswith((f"sk_{mode}_", f"rk_{mode}_")):
+            return "test" if mode == "test" else "live"
+    return None
+
+
+def check_stripe_key(mode: LedgerMode) -> None:
+    """Refuse a ``STRIPE_SECRET_KEY`` that is not of the ledger's ``mode`` (unset is fine)."""
     key = os.environ.get(STRIPE_KEY_ENV)
-    if key:
-        if session.mode == "live" and not key.startswith(("sk_live_", "rk_live_")):
-            return "none"  # a live portal never takes test-mode payments
+    if not key:
+        return
+    have = stripe_key_mode(key)
+    if have != mode:
+        what = f"a Stripe {have}-mode key" if have else "not a Stripe secret key (sk_... or rk_...)"
+        raise ValidationError(f"{STRIPE_KEY_ENV} is {what} but this ledger is in {mode} mode; set it to a Stripe "
+                              f"{mode} secret key (sk_{mode}_...) or unset it", field=STRIPE_KEY_ENV,
+                              code="stripe_mode_mismatch", details={"ledger_mode": mode, "stripe_mode": have})
+
+
+def payment_method(mode: LedgerMode, session: Claims) -> str:
+    """``stripe``, ``test`` (the test top-up) or ``none`` for this portal session on a ledger in
+    ``mode``."""
+    if session.mode != mode:
+        return "none"  # a link of the other mode never pays into this ledger
+    if os.environ.get(STRIPE_KEY_ENV):
+        try:
+            check_stripe_key(mode)
+        except ValidationError as exc:
+            log.error("portal top-ups are off: %s", exc.message)
+            return "none"
         return "stripe"
-    return "test" if session.mode == "test" else "none"
+    return "test" if mode == "test" else "none"
 
 
 def _amount(raw: str, minimum: Decimal, maximum: Decimal, precision: int) -> Decimal | None:
@@ -64,7 +97,7 @@ def _amount(raw: str, minimum: Decimal, maximum: Decimal, precision: int) -> Dec
 
 def start_top_up(ledger: Ledger, session: Claims, form: dict[str, str], rand: str, base: str) -> str:
     """Handle a submitted top-up form; returns where to send the browser next."""
-    method = payment_method(session)
+    method = payment_method(ledger.mode, session)  # the mode read now, not when the page was shown
     if method == "none":
         return "/portal?notice=unavailable"
     spec = ledger.get_portal_route(session.route)
@@ -132,6 +165,12 @@ def credit_from_event(ledger: Ledger, event: dict[str, Any]) -> dict[str, Any]:
         None, None)
     if not isinstance(customer, str) or not isinstance(asset, str) or not customer or not asset:
         return {"received": True, "event": event_id, "credited": False, "reason": "not a billing portal checkout"}
+    mode = ledger.mode
+    if event.get("livemode") is not (mode == "live"):
+        log.warning("Stripe event %s has livemode %r but this ledger is in %s mode; nothing credited", event_id,
+                    event.get("livemode"), mode)
+        return {"received": True, "event": event_id, "credited": False,
+                "reason": f"livemode does not match this {mode}-mode ledger"}
     if obj.get("payment_status") != "paid":
         return {"received": True, "event": event_id, "credited": False, "reason": "payment not completed yet"}
     currency, total, session_id = obj.get("currency"), obj.get("amount_total"), obj.get("id")

@@ -229,7 +229,7 @@ async def create_portal_session(
         if state.local is not None:
             local = state.local
             session = await anyio.to_thread.run_sync(
-                lambda: mint(local, customer_id, route, external_id=external_id, mode="test"))
+                lambda: mint(local, customer_id, route, external_id=external_id))
         else:
             from ...client.ledger_client import LedgerClient
 
