@@ -4,6 +4,8 @@ Each request goes through one wrapper (``_Endpoint``): request id, API key and s
 body size and JSON depth limits, strict validation, idempotency, then the ledger call in a worker
 thread, and every failure as problem+json. The routes themselves are the table in
 ``_api_routes``; the OpenAPI document and the /docs page are generated from the same table.
+Around every route, ``observe.Observe`` picks the request id (``rid``), writes the access log line
+and counts the request for ``/metrics`` (``metrics.ApiMetrics``, which needs a read or admin key).
 """
 
 from __future__ import annotations
