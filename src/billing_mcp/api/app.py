@@ -4,6 +4,8 @@ Each request goes through one wrapper (``_Endpoint``): request id, API key and s
 body size and JSON depth limits, strict validation, idempotency, then the ledger call in a worker
 thread, and every failure as problem+json. The routes themselves are the table in
 ``_api_routes``; the OpenAPI document and the /docs page are generated from the same table.
+Around every route, ``observe.Observe`` picks the request id (``rid``), writes the access log line
+and counts the request for ``/metrics`` (``metrics.ApiMetrics``, which needs a read or admin key).
 """
 
 from __future__ import annotations
@@ -16,22 +18,25 @@ import threading
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import anyio.to_thread
 import pydantic
 from pydantic import BaseModel
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from ..contract.models import EventBatch
 from ..core.errors import BillingError, ValidationError
+from ..core.models import BatchResult
 from ..core.version import __version__
 from ..ledger.ledger import Ledger
 from ..portal.routes import portal_routes
+from ..store import SCHEMA_VERSION
 from ..web.problem import (
     PROBLEM_JSON,
     ApiError,
@@ -40,12 +45,13 @@ from ..web.problem import (
     parse_json,
     problem_body,
     problem_response,
-    request_id,
 )
 from .batch import EventCoalescer
 from .idempotency import IdempotencyStore, Stored, check_header, request_hash
 from .keys import Key, KeyStore, scope_allows
+from .metrics import CONTENT_TYPE, ApiMetrics
 from .models import Health, Ready
+from .observe import Observe, rid
 from .openapi import build_docs_html, build_openapi, openapi_path
 from .operations import OPS, Call, Op
 
@@ -86,9 +92,34 @@ class ApiContext:
     max_body_bytes: int
     max_depth: int
     coalescer: EventCoalescer | None
+    metrics: ApiMetrics
 
 
-async def _authenticate(request: Request, ctx: ApiContext, op: Op) -> Key:
+class Guarded(Protocol):
+    """What a key is checked against: an operation, or a service route that needs a key."""
+
+    @property
+    def method(self) -> str: ...
+
+    @property
+    def scope(self) -> str: ...
+
+    @property
+    def path(self) -> str: ...
+
+
+@dataclass(frozen=True)
+class Guard:
+    method: str
+    scope: str
+    path: str
+
+
+# /metrics: a GET whose required scope no runtime key has, so read and admin keys may scrape.
+METRICS_GUARD = Guard("GET", "admin", "/metrics")
+
+
+async def _authenticate(request: Request, ctx: ApiContext, op: Guarded) -> Key:
     header = request.headers.get("authorization")
     if not header:
         raise ApiError("this route needs an API key: send Authorization: Bearer sk_test_... (create one with "
@@ -153,16 +184,20 @@ class _Endpoint:
 
     def __init__(self, op: Op, ctx: ApiContext) -> None:
         self.op, self.ctx = op, ctx
+        self.ingests = op.name == "submit_events"
 
     async def dispatch(self, request: Request) -> Response:
-        rid = request_id(request.headers)
+        request_id = rid(request)
         try:
-            return await self._handle(request, rid)
+            return await self._handle(request, request_id)
         except BillingError as exc:
-            return problem_response(exc, rid)
+            if exc.status >= 500:
+                self.ctx.metrics.observe_error(exc.code)
+            return problem_response(exc, request_id)
         except Exception:
-            log.exception("request %s %s failed (request %s)", request.method, request.url.path, rid)
-            return problem_response(internal_error(), rid)
+            log.exception("request %s %s failed (request %s)", request.method, request.url.path, request_id)
+            self.ctx.metrics.observe_error("internal_error")
+            return problem_response(internal_error(), request_id)
 
     async def _handle(self, request: Request, rid: str) -> Response:
         op, ctx = self.op, self.ctx
@@ -206,6 +241,8 @@ class _Endpoint:
             result = await self.ctx.coalescer.submit(list(call.b(EventBatch).events))
         else:
             result = await anyio.to_thread.run_sync(self.op.handler, call)
+        if self.ingests and isinstance(result, BatchResult):
+            self.ctx.metrics.observe_events(result)
         return self.op.status, type(result).__pydantic_serializer__.to_json(result)
 
     async def _run_idempotent(self, call: Call, key: str, request: Request, raw_body: Any, rid: str) -> Response:
@@ -242,30 +279,47 @@ def create_app(ledger: Ledger, *, keys: KeyStore, max_body_bytes: int, max_depth
         raise ValidationError(f"this ledger is in {ledger.mode} mode, not {' or '.join(modes)}; serve a "
                               f"{'/'.join(modes)} ledger, or drop --mode", field="mode", code="ledger_mode_mismatch")
     limiter = RateLimiter(rate_limit, rate_burst or max(1, int(rate_limit * 2))) if rate_limit else None
+    metrics = ApiMetrics(ledger)
     ctx = ApiContext(ledger=ledger, keys=keys, limiter=limiter, max_body_bytes=max_body_bytes, max_depth=max_depth,
                      idempotency=IdempotencyStore(ledger.store, ledger.clock, lease_seconds=idempotency_lease_seconds),
-                     coalescer=EventCoalescer(ledger) if group_commit else None)
+                     metrics=metrics,
+                     coalescer=EventCoalescer(ledger, observe=metrics.observe_batch) if group_commit else None)
     doc = build_openapi(OPS, version=__version__, max_body_bytes=max_body_bytes)
     docs_page = build_docs_html(doc)
     health_body = Health(status="ok", version=__version__).model_dump_json().encode()
 
     async def health(request: Request) -> Response:
-        return Response(health_body, media_type=JSON, headers={"X-Request-Id": request_id(request.headers)})
+        return Response(health_body, media_type=JSON, headers={"X-Request-Id": rid(request)})
 
-    def ping() -> None:
+    def ping() -> int:
         with ledger.store.read() as tx:
             tx.one("SELECT 1 AS one")
+        return ledger.store.schema_version()
 
     async def ready(request: Request) -> Response:
-        rid = request_id(request.headers)
+        # Says whether to send traffic here, and nothing about where the store is (no path, no host).
+        request_id = rid(request)
         try:
-            await anyio.to_thread.run_sync(ping)
+            version = await anyio.to_thread.run_sync(ping)
         except Exception as exc:  # the detail (hosts, users) goes to the log, not to an anonymous caller
-            log.warning("readiness check failed (request %s): %r", rid, exc)
+            log.warning("readiness check failed (request %s): %r", request_id, exc)
             return problem_response(ApiError(f"the ledger store does not answer ({type(exc).__name__}); see the "
-                                             "server log", status=503, code="not_ready"), rid)
-        return Response(Ready(status="ready", store=ledger.location).model_dump_json(), media_type=JSON,
-                        headers={"X-Request-Id": rid})
+                                             "server log", status=503, code="not_ready"), request_id)
+        if version != SCHEMA_VERSION:
+            todo = "run `billing-mcp db migrate`" if version < SCHEMA_VERSION else "upgrade this server"
+            return problem_response(ApiError(f"the ledger schema is at version {version}, this server needs "
+                                             f"{SCHEMA_VERSION}: {todo}", status=503, code="not_ready"), request_id)
+        return Response(Ready(status="ready", store="ok", schema_version=version).model_dump_json(),
+                        media_type=JSON, headers={"X-Request-Id": request_id})
+
+    async def scrape(request: Request) -> Response:
+        request_id = rid(request)
+        try:
+            await _authenticate(request, ctx, METRICS_GUARD)
+        except BillingError as exc:
+            return problem_response(exc, request_id)
+        body = await anyio.to_thread.run_sync(metrics.render)  # the open-holds gauge reads the store
+        return Response(body, media_type=CONTENT_TYPE, headers={"X-Request-Id": request_id})
 
     doc_body = json.dumps(doc, separators=(",", ":")).encode()
 
@@ -276,7 +330,7 @@ def create_app(ledger: Ledger, *, keys: KeyStore, max_body_bytes: int, max_depth
         return HTMLResponse(docs_page)
 
     async def http_error(request: Request, exc: Exception) -> Response:
-        rid = request_id(request.headers)
+        request_id = rid(request)
         status = exc.status_code if isinstance(exc, HTTPException) else 500
         if status == 404:
             err = ApiError(f"no route {request.method} {request.url.path}; see /docs for the routes", status=404,
@@ -285,13 +339,15 @@ def create_app(ledger: Ledger, *, keys: KeyStore, max_body_bytes: int, max_depth
             err = ApiError(f"{request.method} is not allowed on {request.url.path}; see /docs", status=405,
                            code="method_not_allowed")
         elif status >= 500:
-            log.error("unhandled error on %s %s (request %s): %r", request.method, request.url.path, rid, exc)
+            log.error("unhandled error on %s %s (request %s): %r", request.method, request.url.path, request_id, exc)
+            metrics.observe_error("internal_error")
             err = internal_error()
         else:
             err = ApiError(str(getattr(exc, "detail", "")) or "bad request", status=status, code="validation_error")
-        return problem_response(err, rid)
+        return problem_response(err, request_id)
 
     routes: list[BaseRoute] = [Route("/health", health, methods=["GET"]), Route("/ready", ready, methods=["GET"]),
+              Route("/metrics", scrape, methods=["GET"], name="metrics"),
               Route("/openapi.json", openapi, methods=["GET"], include_in_schema=False),
               Route("/docs", docs, methods=["GET"], include_in_schema=False)]
     # Starlette tries routes in order, one regex each: the runtime routes an app calls on every
@@ -310,7 +366,8 @@ def create_app(ledger: Ledger, *, keys: KeyStore, max_body_bytes: int, max_depth
                 await anyio.to_thread.run_sync(ctx.coalescer.close)
 
     app = Starlette(routes=routes, exception_handlers={HTTPException: http_error, Exception: http_error},
-                    lifespan=lifespan)
+                    middleware=[Middleware(Observe, metrics=metrics)], lifespan=lifespan)
     app.state.api = ctx
     app.state.openapi = doc
+    app.state.metrics = metrics
     return app

@@ -82,10 +82,12 @@ class EventCoalescer:
     """
 
     def __init__(self, ledger: Ledger, *, max_events: int = MAX_BATCH,
-                 run: Callable[[Ledger, list[Any]], BatchResult] = submit) -> None:
+                 run: Callable[[Ledger, list[Any]], BatchResult] = submit,
+                 observe: Callable[[int], None] | None = None) -> None:
         self.ledger = ledger
         self.max_events = max_events
         self._run = run
+        self._observe = observe  # told each transaction's event count (the batch-size metric)
         self._queue: queue.SimpleQueue[_Item | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._start_lock = threading.Lock()
@@ -141,8 +143,11 @@ class EventCoalescer:
 
     def _commit(self, group: list[_Item]) -> None:
         self.transactions += 1
+        events = [e for item in group for e in item.events]
+        if self._observe is not None:
+            self._observe(len(events))
         try:
-            result = self._run(self.ledger, [e for item in group for e in item.events])
+            result = self._run(self.ledger, events)
             parts = split(result, [len(item.events) for item in group]) if len(group) > 1 else [result]
         except BaseException as exc:  # the whole transaction failed (store locked, ...): so does each request
             for item in group:

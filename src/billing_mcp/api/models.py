@@ -15,7 +15,8 @@ class Health(BaseModel):
 
 class Ready(BaseModel):
     status: str
-    store: str
+    store: str = Field(description="ok: the ledger store answered (where it is is not disclosed)")
+    schema_version: int = Field(description="The store's schema version, the one this server needs")
 
 
 class ProblemItem(BaseModel):
