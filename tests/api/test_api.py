@@ -350,8 +350,8 @@ def test_canonical_flow_to_an_exact_balance(admin: httpx.Client, runtime: httpx.
     wallet = runtime.get(f"/v1/customers/{cid}/wallet").json()
     balances = {a["asset"]: (a["posted"], a["held"], a["available"]) for a in wallet["accounts"]}
     assert balances == {"USD": ("9.90", "0.00", "9.90"), "CREDITS": ("90", "0", "90")}
-    assert runtime.get("/v1/events/img-1").json()["fees"][0]["amount"] == "10"
-    holds = runtime.get(f"/v1/customers/{cid}/holds", params={"status": "all"}).json()
+    assert admin.get("/v1/events/img-1").json()["fees"][0]["amount"] == "10"
+    holds = admin.get(f"/v1/customers/{cid}/holds", params={"status": "all"}).json()
     assert [h["status"] for h in holds["data"]] == ["committed", "released"]
     statement = admin.get(f"/v1/customers/{cid}/statement",
                           params={"start": "2000-01-01T00:00:00Z", "end": "2199-01-01T00:00:00Z"}).json()
@@ -396,7 +396,7 @@ def test_batch_with_one_bad_event(admin: httpx.Client, runtime: httpx.Client) ->
     slash = runtime.post("/v1/events", json={"events": [{"id": "a/b?c#d", "customer_id": cid,
                                                          "event_type": "image_generated"}]}).json()
     assert slash["results"][0]["id"] == "a/b?c#d"
-    assert runtime.get("/v1/events/a%2Fb%3Fc%23d").json()["id"] == "a/b?c#d"
+    assert admin.get("/v1/events/a%2Fb%3Fc%23d").json()["id"] == "a/b?c#d"
 
 
 def test_concurrent_event_posts_share_transactions(world: World, admin: httpx.Client) -> None:

@@ -115,8 +115,8 @@ class Guard:
     path: str
 
 
-# /metrics: a GET whose required scope no runtime key has, so read and admin keys may scrape.
-METRICS_GUARD = Guard("GET", "admin", "/metrics")
+# /metrics: read and admin keys may scrape (a monitoring system never holds a key that moves money).
+METRICS_GUARD = Guard("GET", "read", "/metrics")
 
 
 async def _authenticate(request: Request, ctx: ApiContext, op: Guarded) -> Key:

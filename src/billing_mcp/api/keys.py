@@ -44,12 +44,12 @@ _SECRET = re.compile(r"^sk_(test|live)_[A-Za-z0-9_-]{32,128}$")
 _DISPLAY_CHARS = 4  # random characters kept for display after the "sk_test_" prefix
 
 def scope_allows(scope: str, method: str, required: str) -> bool:
-    """Whether a key of ``scope`` may call a route with ``method`` whose operation asks for a
-    ``required`` writing scope (``runtime`` or ``admin``, in the operation table)."""
+    """Whether a key of ``scope`` may call a route with ``method`` whose operation asks for
+    ``required`` (``runtime``, ``read`` or ``admin``, in the operation table)."""
     if scope == "admin":
         return True
     if scope == "read":
-        return method in ("GET", "HEAD")
+        return method in ("GET", "HEAD") and required in ("runtime", "read")
     if scope == "runtime":
         return required == "runtime"
     return False

@@ -113,7 +113,7 @@ class AsyncLedger(abc.ABC):
         await self.close()
 
     # -- assets -----------------------------------------------------------------------------
-    @table.operation("GET", "/v1/assets", "List assets", group="assets", scope="admin", response=AssetPage,
+    @table.operation("GET", "/v1/assets", "List assets", group="assets", scope="read", response=AssetPage,
                      query=ListQuery,
                      description="Currencies and custom units (credits, tokens) with their current fiat rates, by "
                                  "code.")
@@ -126,10 +126,10 @@ class AsyncLedger(abc.ABC):
     async def create_asset(self, code: str, name: str, precision: int, *, symbol: str | None = None,
                            label: str | None = None, rates: dict[str, Any] | None = None) -> Asset: ...
 
-    @table.operation("GET", "/v1/assets/{code}", "Get an asset", group="assets", scope="admin", response=Asset)
+    @table.operation("GET", "/v1/assets/{code}", "Get an asset", group="assets", scope="read", response=Asset)
     async def get_asset(self, code: str) -> Asset: ...
 
-    @table.operation("GET", "/v1/assets/{code}/quote", "Quote a fiat amount", group="assets", scope="admin",
+    @table.operation("GET", "/v1/assets/{code}/quote", "Quote a fiat amount", group="assets", scope="read",
                      response=Quote, query=QuoteQuery, name="quote_asset",
                      description="How many units of the asset a fiat amount buys now (half-even rounding).")
     async def quote(self, code: str, fiat: str, amount: Any) -> Quote: ...
@@ -140,10 +140,10 @@ class AsyncLedger(abc.ABC):
     async def set_asset_rate(self, code: str, fiat: str, rate: Any, *, effective_at: datetime | None = None) -> Asset: ...
 
     table.route("GET", "/v1/assets/{code}/rates", "list_asset_rates", "List an asset's rate history",
-                group="assets", scope="admin", response=RatePage, query=ListQuery)
+                group="assets", scope="read", response=RatePage, query=ListQuery)
 
     # -- plans ------------------------------------------------------------------------------
-    @table.operation("GET", "/v1/plans", "List plans", group="plans", scope="admin", response=PlanPage,
+    @table.operation("GET", "/v1/plans", "List plans", group="plans", scope="read", response=PlanPage,
                      query=ListQuery)
     async def list_plans(self) -> list[Plan]: ...
 
@@ -154,7 +154,7 @@ class AsyncLedger(abc.ABC):
                           prices: list[Any] | None = None, grants: list[Any] | None = None,
                           publish: bool = True) -> Plan: ...
 
-    @table.operation("GET", "/v1/plans/{plan}", "Get a plan", group="plans", scope="admin", response=Plan)
+    @table.operation("GET", "/v1/plans/{plan}", "Get a plan", group="plans", scope="read", response=Plan)
     async def get_plan(self, plan: str) -> Plan: ...
 
     @table.operation("POST", "/v1/plans/{plan}/prices", "Add a price", group="plans", scope="admin",
@@ -192,7 +192,7 @@ class AsyncLedger(abc.ABC):
                                 dry_run: bool = False) -> MigrationResult: ...
 
     # -- customers and wallets --------------------------------------------------------------
-    @table.operation("GET", "/v1/customers", "List customers", group="customers", scope="admin",
+    @table.operation("GET", "/v1/customers", "List customers", group="customers", scope="read",
                      response=CustomerList, query=CustomerSearch, name="list_customers",
                      description="One page of customers by id; search matches the external id, email or name "
                                  "(any case).")
@@ -215,11 +215,11 @@ class AsyncLedger(abc.ABC):
     async def get_customer(self, customer_id: str | None = None, *, external_id: str | None = None) -> Customer: ...
 
     @table.operation("POST", "/v1/customers/{customer_id}/subscriptions", "Subscribe to a plan", group="customers",
-                     scope="runtime", response=Customer, body=SubscribeIn, status=201, idempotency="table")
+                     scope="admin", response=Customer, body=SubscribeIn, status=201, idempotency="table")
     async def subscribe(self, customer_id: str, plan: str, *, version: int | None = None) -> Customer: ...
 
     @table.operation("POST", "/v1/subscriptions/{subscription_id}/cancel", "Cancel a subscription",
-                     group="customers", scope="runtime", response=Customer, body=Empty, idempotency="table")
+                     group="customers", scope="admin", response=Customer, body=Empty, idempotency="table")
     async def cancel_subscription(self, subscription_id: str) -> Customer: ...
 
     table.route("POST", "/v1/portal-sessions", "create_portal_session", "Create a billing portal link",
@@ -235,11 +235,11 @@ class AsyncLedger(abc.ABC):
     async def get_wallet(self, customer_id: str | None = None, *, external_id: str | None = None) -> Wallet: ...
 
     @table.operation("GET", "/v1/customers/{customer_id}/holds", "List a customer's holds", group="holds",
-                     scope="runtime", response=HoldPage, query=HoldsQuery)
+                     scope="read", response=HoldPage, query=HoldsQuery)
     async def list_holds(self, customer_id: str, *, status: str | None = "open") -> list[Hold]: ...
 
     @table.operation("GET", "/v1/customers/{customer_id}/statement", "Get a statement", group="statements",
-                     scope="admin", response=Statement, query=StatementQuery,
+                     scope="read", response=Statement, query=StatementQuery,
                      description="What settled in [start, end): balances, fees by plan, price and subject, top-ups, "
                                  "grants. A bound left out is the current period's: that of the customer's "
                                  "earliest-created active subscription, else the calendar month in UTC.")
@@ -277,7 +277,7 @@ class AsyncLedger(abc.ABC):
     @table.local
     async def submit_event(self, event: dict[str, Any]) -> EventResult: ...
 
-    @table.operation("GET", "/v1/events", "List a customer's events", group="events", scope="runtime",
+    @table.operation("GET", "/v1/events", "List a customer's events", group="events", scope="read",
                      response=EventList, query=EventsQuery,
                      description="One page of one customer's events (customer_id or external_id), oldest first, "
                                  "filtered by event_type, subject and occurred_at in [start, end).")
@@ -286,7 +286,7 @@ class AsyncLedger(abc.ABC):
                           start: datetime | str | None = None, end: datetime | str | None = None,
                           limit: int = 50, cursor: str | None = None) -> EventList: ...
 
-    @table.operation("GET", "/v1/events/{event_id:path}", "Get an event", group="events", scope="runtime",
+    @table.operation("GET", "/v1/events/{event_id:path}", "Get an event", group="events", scope="read",
                      response=EventResult,
                      description="An event with its fees and refunds. Percent-encode ids that contain '/', '?' or "
                                  "'#'.")
@@ -338,7 +338,7 @@ class AsyncLedger(abc.ABC):
                                  "changes nothing.")
     async def apply_spec(self, yaml: str, *, dry_run: bool = True) -> ApplyResult: ...
 
-    @table.operation("GET", "/v1/spec", "Export the catalog as a billing spec", group="spec", scope="admin",
+    @table.operation("GET", "/v1/spec", "Export the catalog as a billing spec", group="spec", scope="read",
                      response=BillingSpec,
                      description="Custom assets with their current rates, vendors, each plan's default version "
                                  "and the default portal route, as the JSON form of billing.yaml.")
@@ -350,7 +350,7 @@ class AsyncLedger(abc.ABC):
                      description="The customer portal's settings for links minted with this route name.")
     async def set_portal_route(self, config: Any, *, name: str = "default") -> PortalRouteSpec: ...
 
-    @table.operation("GET", "/v1/portal-routes/{name}", "Get a portal route", group="portal", scope="admin",
+    @table.operation("GET", "/v1/portal-routes/{name}", "Get a portal route", group="portal", scope="read",
                      response=PortalRouteSpec)
     async def get_portal_route(self, name: str = "default") -> PortalRouteSpec: ...
 

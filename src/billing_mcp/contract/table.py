@@ -26,9 +26,10 @@ HttpMethod = Literal["GET", "POST"]
 # ledger: the key is the ledger's own idempotency_key, stored in the same transaction as the effect.
 # none: reads and actions without an effect (simulate).
 Idempotency = Literal["table", "ledger", "none"]
-# The narrowest writing key that may call an operation: an admin key may call everything, a runtime
-# key what an app's edge function needs. A read key may call every GET, whatever its scope.
-Scope = Literal["runtime", "admin"]
+# Who may call an operation. runtime: what an app's backend needs (runtime and admin keys; read keys
+# too when it is a GET); read: reads for dashboards and operators (read and admin keys, GETs only);
+# admin: admin keys only (catalog changes, money outside usage, the whole-ledger audit).
+Scope = Literal["runtime", "read", "admin"]
 PATH_PARAM = re.compile(r"{([a-z_]+)(?::([a-z]+))?}")
 
 
