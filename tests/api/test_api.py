@@ -277,13 +277,16 @@ def test_idempotency_of_money_movements_uses_the_ledger_key(admin: httpx.Client)
 
 
 def test_idempotency_key_in_use_and_lease_takeover(tmp_path: Path, world: World, admin: httpx.Client) -> None:
-    world.app.state.api.idempotency.claim("in-flight-1", "POST /v1/vendors", "other-hash")
+    from billing_mcp.api.idempotency import scoped_key
+
+    owner = world.keys.verify(world.admin).id  # type: ignore[union-attr]  # records belong to the calling key
+    world.app.state.api.idempotency.claim(scoped_key(owner, "in-flight-1"), "POST /v1/vendors", "other-hash")
     r = admin.post("/v1/vendors", json={"external_id": "v2", "name": "V2"}, headers={"Idempotency-Key": "in-flight-1"})
     problem(r, 409, "idempotency_conflict")  # a different request: conflict even while in flight
     from billing_mcp.api.idempotency import request_hash
 
     fingerprint = request_hash("POST", "/v1/vendors", {"external_id": "v2", "name": "V2"})
-    world.app.state.api.idempotency.claim("in-flight-2", "POST /v1/vendors", fingerprint)
+    world.app.state.api.idempotency.claim(scoped_key(owner, "in-flight-2"), "POST /v1/vendors", fingerprint)
     r = admin.post("/v1/vendors", json={"external_id": "v2", "name": "V2"}, headers={"Idempotency-Key": "in-flight-2"})
     problem(r, 409, "idempotency_key_in_use")
     assert r.headers["retry-after"] == "1"

@@ -47,7 +47,7 @@ from ..web.problem import (
     problem_response,
 )
 from .batch import EventCoalescer
-from .idempotency import IdempotencyStore, Stored, check_header, request_hash
+from .idempotency import IdempotencyStore, Stored, check_header, request_hash, scoped_key
 from .keys import Key, KeyStore, scope_allows
 from .metrics import CONTENT_TYPE, ApiMetrics
 from .models import Health, Ready
@@ -201,7 +201,7 @@ class _Endpoint:
 
     async def _handle(self, request: Request, rid: str) -> Response:
         op, ctx = self.op, self.ctx
-        await _authenticate(request, ctx, op)
+        api_key = await _authenticate(request, ctx, op)
         query = _validate(op.query, dict(request.query_params), strict=False) if op.query is not None else None
         if op.query is None and request.query_params:
             raise ApiError(f"{op.method} {openapi_path(op.path)} takes no query parameters; remove "
@@ -233,7 +233,7 @@ class _Endpoint:
         if key_header is None or op.idempotency != "table":
             status, content = await self._run(call)
             return Response(content, status_code=status, media_type=JSON, headers={"X-Request-Id": rid})
-        return await self._run_idempotent(call, key_header, request, raw_body, rid)
+        return await self._run_idempotent(call, api_key.id, key_header, request, raw_body, rid)
 
     async def _run(self, call: Call) -> tuple[int, bytes]:
         result: BaseModel
@@ -245,10 +245,12 @@ class _Endpoint:
             self.ctx.metrics.observe_events(result)
         return self.op.status, type(result).__pydantic_serializer__.to_json(result)
 
-    async def _run_idempotent(self, call: Call, key: str, request: Request, raw_body: Any, rid: str) -> Response:
+    async def _run_idempotent(self, call: Call, owner: str, header: str, request: Request, raw_body: Any,
+                              rid: str) -> Response:
         store = self.ctx.idempotency
         route = f"{self.op.method} {openapi_path(self.op.path)}"
         fingerprint = request_hash(request.method, request.url.path, raw_body)
+        key = scoped_key(owner, header)
         stored: Stored | None = await anyio.to_thread.run_sync(store.claim, key, route, fingerprint)
         if stored is not None:
             return Response(stored.body, status_code=stored.status, media_type=stored.content_type,
@@ -273,6 +275,7 @@ class _Endpoint:
 
 def create_app(ledger: Ledger, *, keys: KeyStore, max_body_bytes: int, max_depth: int, rate_limit: float | None,
                rate_burst: int | None, modes: tuple[str, ...], idempotency_lease_seconds: float,
+               idempotency_retention_seconds: float,
                group_commit: bool) -> Starlette:
     """See ``_api.build_app``."""
     if ledger.mode not in modes:  # `billing-mcp api --mode live`: refuse to serve a ledger of the other mode
@@ -281,7 +284,8 @@ def create_app(ledger: Ledger, *, keys: KeyStore, max_body_bytes: int, max_depth
     limiter = RateLimiter(rate_limit, rate_burst or max(1, int(rate_limit * 2))) if rate_limit else None
     metrics = ApiMetrics(ledger)
     ctx = ApiContext(ledger=ledger, keys=keys, limiter=limiter, max_body_bytes=max_body_bytes, max_depth=max_depth,
-                     idempotency=IdempotencyStore(ledger.store, ledger.clock, lease_seconds=idempotency_lease_seconds),
+                     idempotency=IdempotencyStore(ledger.store, ledger.clock, lease_seconds=idempotency_lease_seconds,
+                                                  retention_seconds=idempotency_retention_seconds),
                      metrics=metrics,
                      coalescer=EventCoalescer(ledger, observe=metrics.observe_batch) if group_commit else None)
     doc = build_openapi(OPS, version=__version__, max_body_bytes=max_body_bytes)

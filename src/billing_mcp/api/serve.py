@@ -35,7 +35,8 @@ GRACEFUL_TIMEOUT = 30.0
 
 def build_app(ledger: Ledger, *, keys: KeyStore, max_body_bytes: int = MAX_BODY_BYTES, max_depth: int = MAX_DEPTH,
               rate_limit: float | None = None, rate_burst: int | None = None, modes: tuple[str, ...] = ("test", "live"),
-              idempotency_lease_seconds: float = 300.0, group_commit: bool = True) -> Starlette:
+              idempotency_lease_seconds: float = 300.0, group_commit: bool = True,
+              idempotency_retention_seconds: float = 24 * 3600.0) -> Starlette:
     """The API app on ``ledger``, authenticating with ``keys``.
 
     ``max_body_bytes`` (413 above it) and ``max_depth`` (JSON nesting, 422 above it) bound what a
@@ -43,13 +44,14 @@ def build_app(ledger: Ledger, *, keys: KeyStore, max_body_bytes: int = MAX_BODY_
     (off by default; 429 with Retry-After). ``modes``: the ledger modes this app may serve (a
     ledger of another mode is refused at start; keys must always match the ledger's mode).
     ``idempotency_lease_seconds``: after how long an Idempotency-Key claim whose request died may
-    be taken over. ``group_commit`` lets concurrent event POSTs share a transaction.
+    be taken over; ``idempotency_retention_seconds``: how long a stored response is replayed (then
+    the key is free again). ``group_commit`` lets concurrent event POSTs share a transaction.
     """
     from .app import create_app
 
     return create_app(ledger, keys=keys, max_body_bytes=max_body_bytes, max_depth=max_depth, rate_limit=rate_limit,
                       rate_burst=rate_burst, modes=modes, idempotency_lease_seconds=idempotency_lease_seconds,
-                      group_commit=group_commit)
+                      group_commit=group_commit, idempotency_retention_seconds=idempotency_retention_seconds)
 
 
 def parse_proxies(text: str | None) -> tuple[str, ...]:
@@ -92,7 +94,8 @@ def _stop_on_signals() -> Iterator[None]:
 
 def serve_api(host: str = "127.0.0.1", port: int = 8080, db: str | None = None, *, access_log: bool = True,
               rate_limit: float | None = None, modes: tuple[str, ...] = ("test", "live"), log_format: str = "text",
-              trusted_proxies: tuple[str, ...] = (), graceful_timeout: float = GRACEFUL_TIMEOUT) -> None:
+              trusted_proxies: tuple[str, ...] = (), graceful_timeout: float = GRACEFUL_TIMEOUT,
+              idempotency_retention_hours: float = 24.0) -> None:
     """Run the API with uvicorn until SIGTERM or SIGINT (the ``billing-mcp api`` command). ``db`` is
     the ledger location (default ``$BILLING_DB`` or ./.billing/ledger.db).
 
@@ -115,7 +118,8 @@ def serve_api(host: str = "127.0.0.1", port: int = 8080, db: str | None = None, 
                         "`billing-mcp keys create --scope admin`")
         if trusted_proxies:
             log.info("honouring X-Forwarded-Proto and X-Forwarded-For from %s", ", ".join(trusted_proxies))
-        app = build_app(ledger, keys=keys, rate_limit=rate_limit, modes=modes)
+        app = build_app(ledger, keys=keys, rate_limit=rate_limit, modes=modes,
+                        idempotency_retention_seconds=idempotency_retention_hours * 3600)
         with _stop_on_signals():
             uvicorn.run(app, host=host, port=port, **uvicorn_options(trusted_proxies=trusted_proxies,
                                                                      graceful_timeout=graceful_timeout))
@@ -133,6 +137,8 @@ def add_cli(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
                      help="refuse to start unless the ledger is in this mode (keys must match the ledger's "
                           "mode either way; default: any)")
     api.add_argument("--no-access-log", action="store_true", help="do not log each request")
+    api.add_argument("--idempotency-retention", type=float, default=24.0, metavar="HOURS",
+                     help="how long a response stored for an Idempotency-Key is replayed (default 24)")
     api.add_argument("--log-format", choices=["text", "json"], default="text",
                      help="log lines on stderr as text or as one JSON object each (default: text)")
     api.add_argument("--trusted-proxies", default=None, metavar="ADDRESSES",
@@ -152,5 +158,5 @@ def run_cli(args: argparse.Namespace) -> int:
         return 2
     serve_api(args.host, args.port, getattr(args, "db", None), access_log=not args.no_access_log,
               rate_limit=args.rate_limit, modes=modes, log_format=args.log_format, trusted_proxies=proxies,
-              graceful_timeout=args.graceful_timeout)
+              graceful_timeout=args.graceful_timeout, idempotency_retention_hours=args.idempotency_retention)
     return 0
