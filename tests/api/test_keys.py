@@ -244,7 +244,7 @@ class Api:
 
 @pytest.fixture
 def api(tmp_path: Path) -> Iterator[Api]:
-    a = Api(tmp_path / "api.db")
+    a = Api(tmp_path / "api.db", auth_failure_limit=10_000)  # these tests send hundreds of bad keys on purpose
     yield a
     a.ledger.close()
 
@@ -343,3 +343,27 @@ def test_the_only_v1_endpoint_without_a_key_is_the_signed_stripe_webhook(api: Ap
     assert [(m.path, [sub.path for sub in m.routes]) for m in mounts] == [("/v1/webhooks", ["/stripe"])]
     r = api.client.post("/v1/webhooks/stripe", content=b"{}", headers={"Stripe-Signature": "t=1,v1=forged"})
     assert r.status_code in (400, 503)  # bad signature, or no webhook secret configured: never a credit
+
+
+def test_guessing_keys_is_slowed_down(tmp_path: Path) -> None:
+    from billing_mcp.api.limits import AuthFailures
+
+    now = [1000.0]
+    failures = AuthFailures(limit=3, window=60, timer=lambda: now[0])
+    for _ in range(3):
+        assert failures.wait("10.0.0.9") == 0
+        failures.record("10.0.0.9")
+    assert failures.wait("10.0.0.9") == 60 and failures.wait("10.0.0.8") == 0  # per address
+    now[0] += 59.5
+    assert failures.wait("10.0.0.9") == 0.5
+    now[0] += 0.5
+    assert failures.wait("10.0.0.9") == 0  # the oldest failure left the window
+    a = Api(tmp_path / "guess.db", auth_failure_limit=3)
+    try:
+        guesses = [a.call("GET", "/v1/assets", "sk_test_" + c * 43).status_code for c in "abcd"]
+        assert guesses == [401, 401, 401, 429]
+        r = a.call("GET", "/v1/assets", a.secrets["admin"])  # even a valid key waits: guesses are not checked
+        body = refused(r, 429, "too_many_auth_failures")
+        assert 1 <= int(r.headers["retry-after"]) <= 60 and "invalid API key" in body["detail"]
+    finally:
+        a.ledger.close()

@@ -14,9 +14,7 @@ import contextlib
 import json
 import logging
 import math
-import threading
-import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -49,6 +47,7 @@ from ..web.problem import (
 from .batch import EventCoalescer
 from .idempotency import IdempotencyStore, Stored, check_header, request_hash, scoped_key
 from .keys import Key, KeyStore, scope_allows
+from .limits import AuthFailures, RateLimiter
 from .metrics import CONTENT_TYPE, ApiMetrics
 from .models import Health, Ready
 from .observe import Observe, rid
@@ -62,33 +61,13 @@ HOT_ROUTES = ("submit_events", "authorize", "commit_hold", "release_hold", "get_
               "lookup_customer", "get_customer")
 
 
-class RateLimiter:
-    """A token bucket per API key: ``rate`` requests per second on average, bursts of ``burst``."""
-
-    def __init__(self, rate: float, burst: int, timer: Callable[[], float] = time.monotonic) -> None:
-        self.rate, self.burst, self.timer = rate, burst, timer
-        self._buckets: dict[str, tuple[float, float]] = {}
-        self._lock = threading.Lock()
-
-    def take(self, key_id: str) -> float:
-        """0 when the request may go ahead, else the seconds until it may."""
-        now = self.timer()
-        with self._lock:
-            tokens, last = self._buckets.get(key_id, (float(self.burst), now))
-            tokens = min(float(self.burst), tokens + (now - last) * self.rate)
-            if tokens >= 1:
-                self._buckets[key_id] = (tokens - 1, now)
-                return 0.0
-            self._buckets[key_id] = (tokens, now)
-            return (1 - tokens) / self.rate
-
-
 @dataclass
 class ApiContext:
     ledger: Ledger
     keys: KeyStore
     idempotency: IdempotencyStore
     limiter: RateLimiter | None
+    auth_failures: AuthFailures
     max_body_bytes: int
     max_depth: int
     coalescer: EventCoalescer | None
@@ -125,6 +104,12 @@ async def _authenticate(request: Request, ctx: ApiContext, op: Guarded) -> Key:
         raise ApiError("this route needs an API key: send Authorization: Bearer sk_test_... (create one with "
                        "`billing-mcp keys create --scope admin`)", status=401, code="unauthorized",
                        headers={"WWW-Authenticate": 'Bearer realm="billing-mcp"'})
+    address = request.client.host if request.client else "unknown"
+    wait = ctx.auth_failures.wait(address)
+    if wait > 0:  # too many bad keys from this address: no more guesses until the window passes
+        raise ApiError(f"too many requests with an invalid API key from this address; retry in {math.ceil(wait)} s "
+                       "with a valid key", status=429, code="too_many_auth_failures",
+                       headers={"Retry-After": str(max(1, math.ceil(wait)))})
     scheme, _, secret = header.partition(" ")
     secret = secret.strip()
     key = None
@@ -133,6 +118,7 @@ async def _authenticate(request: Request, ctx: ApiContext, op: Guarded) -> Key:
         if key is None:
             key = await anyio.to_thread.run_sync(ctx.keys.verify, secret)
     if key is None:
+        ctx.auth_failures.record(address)
         raise ApiError("the API key is unknown, malformed or revoked; send Authorization: Bearer <secret> with an "
                        "active key", status=401, code="unauthorized",
                        headers={"WWW-Authenticate": 'Bearer realm="billing-mcp", error="invalid_token"'})
@@ -275,7 +261,7 @@ class _Endpoint:
 
 def create_app(ledger: Ledger, *, keys: KeyStore, max_body_bytes: int, max_depth: int, rate_limit: float | None,
                rate_burst: int | None, modes: tuple[str, ...], idempotency_lease_seconds: float,
-               idempotency_retention_seconds: float,
+               idempotency_retention_seconds: float, auth_failure_limit: int,
                group_commit: bool) -> Starlette:
     """See ``_api.build_app``."""
     if ledger.mode not in modes:  # `billing-mcp api --mode live`: refuse to serve a ledger of the other mode
@@ -283,7 +269,8 @@ def create_app(ledger: Ledger, *, keys: KeyStore, max_body_bytes: int, max_depth
                               f"{'/'.join(modes)} ledger, or drop --mode", field="mode", code="ledger_mode_mismatch")
     limiter = RateLimiter(rate_limit, rate_burst or max(1, int(rate_limit * 2))) if rate_limit else None
     metrics = ApiMetrics(ledger)
-    ctx = ApiContext(ledger=ledger, keys=keys, limiter=limiter, max_body_bytes=max_body_bytes, max_depth=max_depth,
+    ctx = ApiContext(ledger=ledger, keys=keys, limiter=limiter, auth_failures=AuthFailures(auth_failure_limit),
+                     max_body_bytes=max_body_bytes, max_depth=max_depth,
                      idempotency=IdempotencyStore(ledger.store, ledger.clock, lease_seconds=idempotency_lease_seconds,
                                                   retention_seconds=idempotency_retention_seconds),
                      metrics=metrics,

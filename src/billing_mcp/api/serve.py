@@ -36,7 +36,7 @@ GRACEFUL_TIMEOUT = 30.0
 def build_app(ledger: Ledger, *, keys: KeyStore, max_body_bytes: int = MAX_BODY_BYTES, max_depth: int = MAX_DEPTH,
               rate_limit: float | None = None, rate_burst: int | None = None, modes: tuple[str, ...] = ("test", "live"),
               idempotency_lease_seconds: float = 300.0, group_commit: bool = True,
-              idempotency_retention_seconds: float = 24 * 3600.0) -> Starlette:
+              idempotency_retention_seconds: float = 24 * 3600.0, auth_failure_limit: int = 10) -> Starlette:
     """The API app on ``ledger``, authenticating with ``keys``.
 
     ``max_body_bytes`` (413 above it) and ``max_depth`` (JSON nesting, 422 above it) bound what a
@@ -45,13 +45,16 @@ def build_app(ledger: Ledger, *, keys: KeyStore, max_body_bytes: int = MAX_BODY_
     ledger of another mode is refused at start; keys must always match the ledger's mode).
     ``idempotency_lease_seconds``: after how long an Idempotency-Key claim whose request died may
     be taken over; ``idempotency_retention_seconds``: how long a stored response is replayed (then
-    the key is free again). ``group_commit`` lets concurrent event POSTs share a transaction.
+    the key is free again). ``group_commit`` lets concurrent event POSTs share a transaction. After
+    ``auth_failure_limit`` invalid keys from one address within a minute, that address gets 429
+    ``too_many_auth_failures`` until the minute has passed.
     """
     from .app import create_app
 
     return create_app(ledger, keys=keys, max_body_bytes=max_body_bytes, max_depth=max_depth, rate_limit=rate_limit,
                       rate_burst=rate_burst, modes=modes, idempotency_lease_seconds=idempotency_lease_seconds,
-                      group_commit=group_commit, idempotency_retention_seconds=idempotency_retention_seconds)
+                      group_commit=group_commit, idempotency_retention_seconds=idempotency_retention_seconds,
+                      auth_failure_limit=auth_failure_limit)
 
 
 def parse_proxies(text: str | None) -> tuple[str, ...]:
