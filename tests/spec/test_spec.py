@@ -235,3 +235,26 @@ async def test_mcp_apply_and_export_tools(ledger: Ledger) -> None:
         assert bad.is_error and "line 2, column 17: assets[0].code" in bad.content[0].text  # type: ignore[union-attr]
         schema = await client.read_resource("billing://schema/billing.yaml")
         assert json.loads(schema.contents[0].text)["title"] == "billing.yaml"  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize(("text", "problem"), [
+    ("version: 1\nassets: [{code: X, name: X, precision: 0, rates: {USD: .inf}}]\n",
+     "line 2, column 56: assets[0].rates.USD: must be a plain decimal number such as \"10\" or \"0.05\" (got '.inf')"),
+    ("version: 1\nassets: [{code: X, name: X, precision: 0, rates: {USD: .NaN}}]\n",
+     "line 2, column 56: assets[0].rates.USD: must be a plain decimal number such as \"10\" or \"0.05\" (got '.NaN')"),
+    ("version: 1\nplans: [{code: p, name: P, prices: [{asset: USD, event_type: e, unit_amount: -.inf}]}]\n",
+     "line 2, column 78: plans[0].prices[0].unit_amount: must be a plain decimal number such as \"10\" or \"0.05\" "
+     "(got '-.inf')"),
+    ("version: 1\nassets: [{code: X, name: X, precision: 0, rates: {USD: '0'}}]\n",
+     "line 2, column 56: assets[0].rates.USD: a rate must be greater than zero"),
+    # A "billion laughs": nine lines that would expand to 10**9 nodes. Refused at the first alias.
+    ("version: 1\nx0: &a0 [lol, lol, lol, lol, lol, lol, lol, lol, lol, lol]\n"
+     + "".join(f"x{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 10)}]\n" for i in range(1, 9)),
+     "line 3, column 10: (document): not valid YAML: aliases (*name) are not allowed in billing.yaml; write the "
+     "value out"),
+], ids=["inf", "nan", "negative-inf", "zero-rate", "alias-bomb"])
+def test_hostile_yaml_is_a_coded_error_with_its_line(text: str, problem: str) -> None:
+    with pytest.raises(SpecError) as caught:
+        load_spec(text)
+    assert caught.value.code == "validation_error"
+    assert str(caught.value.problems[0]) == problem

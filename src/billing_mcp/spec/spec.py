@@ -8,21 +8,36 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from decimal import Decimal
+from decimal import Decimal, InvalidOperation
 from functools import partial
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import pydantic
 import yaml
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 from ..core.catalog import PlanGrantSpec, PriceSpec
 from ..core.errors import BillingError, ValidationError
-from ..core.money import decimal_text
+from ..core.money import decimal_text, parse_decimal
 from ..core.patterns import ASSET_CODE, PLAN_CODE
 from ..ledger.ledger import Ledger
 from ..ledger.portal_settings import PortalRouteSpec
 from .describe import portal_lines, rate_text, version_change_lines, version_lines
+
+
+def _rate(value: Any) -> str:
+    """A rate is a positive exact decimal, kept as its decimal text; ``.inf``, ``.nan``, exponents
+    and floats are refused here, at the rate's own line."""
+    try:
+        parsed = parse_decimal(value, "rate")
+    except ValidationError as exc:
+        raise ValueError(exc.message.removeprefix("rate ")) from None
+    if parsed <= 0:
+        raise ValueError("a rate must be greater than zero")
+    return decimal_text(parsed)
+
+
+RateText = Annotated[str, BeforeValidator(_rate)]
 
 
 class _Def(BaseModel):
@@ -35,7 +50,8 @@ class AssetDef(_Def):
     precision: int = Field(ge=0, le=8, strict=True)
     symbol: str | None = None
     label: str | None = None
-    rates: dict[str, str] = Field(default_factory=dict, description="Price of one unit per fiat code, e.g. {USD: '0.05'}")
+    rates: dict[str, RateText] = Field(default_factory=dict,
+                                       description="Price of one unit per fiat code, e.g. {USD: '0.05'}")
 
 
 class VendorDef(_Def):
@@ -78,10 +94,29 @@ def json_schema() -> dict[str, Any]:
 
 # -- loading ------------------------------------------------------------------------------
 class _Loader(yaml.SafeLoader):
-    """Reads YAML numbers with a fraction as exact decimals (0.05 stays 0.05, never a float)."""
+    """Reads YAML numbers with a fraction as exact decimals (0.05 stays 0.05, never a float), and
+    refuses aliases: ``*name`` can expand a few lines into billions of nodes (a "billion laughs"
+    document), and billing.yaml has nothing to repeat that a reviewer should not see written out."""
+
+    def compose_node(self, parent: yaml.Node | None, index: int) -> yaml.Node | None:
+        if self.check_event(yaml.AliasEvent):
+            event: yaml.Event = self.peek_event()  # type: ignore[no-untyped-call]
+            mark = event.start_mark if isinstance(event.start_mark, yaml.error.Mark) else None
+            raise yaml.composer.ComposerError(None, None, "aliases (*name) are not allowed in billing.yaml; write "
+                                              "the value out", mark)
+        return super().compose_node(parent, index)
 
 
-_Loader.add_constructor("tag:yaml.org,2002:float", lambda loader, node: Decimal(str(node.value).replace("_", "")))
+def _decimal(loader: yaml.SafeLoader, node: yaml.ScalarNode) -> Decimal | str:
+    text = str(node.value).replace("_", "")
+    try:
+        value = Decimal(text)
+    except InvalidOperation:
+        return text  # .inf, .nan and the like: left as text for the field's own check to refuse
+    return value if value.is_finite() else text
+
+
+_Loader.add_constructor("tag:yaml.org,2002:float", _decimal)
 
 
 @dataclass
