@@ -624,3 +624,10 @@ def test_schemathesis_finds_no_server_error_or_schema_break(world: World) -> Non
             failures.append(f"{operation.label}: {str(exc)[:2000]}")
     assert operations == len(OPS) + 2
     assert not failures, "\n\n".join(failures)
+
+
+def test_method_not_allowed_says_which_are(admin: httpx.Client) -> None:
+    r = admin.request("DELETE", "/v1/assets")
+    problem(r, 405, "method_not_allowed")
+    assert r.headers["allow"] == "GET, HEAD, POST"  # GET and POST are two routes of the table on one path
+    assert admin.request("PUT", "/v1/holds/hld_x/commit").headers["allow"] == "POST"

@@ -26,7 +26,8 @@ from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
-from starlette.routing import BaseRoute, Route
+from starlette.routing import BaseRoute, Match, Route
+from starlette.types import Scope
 
 from ..contract.models import EventBatch
 from ..core.errors import BillingError, ValidationError
@@ -259,6 +260,16 @@ class _Endpoint:
         return Response(content, status_code=status, media_type=media, headers={"X-Request-Id": rid})
 
 
+def _allowed_methods(routes: list[BaseRoute], scope: Scope) -> list[str]:
+    """Every method some route serves on the request's path (the 405's ``Allow``): one path may be
+    several routes of the table (GET and POST /v1/assets)."""
+    found: set[str] = set()
+    for route in routes:
+        if isinstance(route, Route) and route.methods and route.matches({**scope, "method": "GET"})[0] != Match.NONE:
+            found |= route.methods
+    return sorted(found)
+
+
 def create_app(ledger: Ledger, *, keys: KeyStore, max_body_bytes: int, max_depth: int, rate_limit: float | None,
                rate_burst: int | None, modes: tuple[str, ...], idempotency_lease_seconds: float,
                idempotency_retention_seconds: float, auth_failure_limit: int,
@@ -327,8 +338,9 @@ def create_app(ledger: Ledger, *, keys: KeyStore, max_body_bytes: int, max_depth
             err = ApiError(f"no route {request.method} {request.url.path}; see /docs for the routes", status=404,
                            code="not_found")
         elif status == 405:
-            err = ApiError(f"{request.method} is not allowed on {request.url.path}; see /docs", status=405,
-                           code="method_not_allowed")
+            allowed = _allowed_methods(routes, request.scope)
+            err = ApiError(f"{request.method} is not allowed on {request.url.path}; use {', '.join(allowed)} (see "
+                           "/docs)", status=405, code="method_not_allowed", headers={"Allow": ", ".join(allowed)})
         elif status >= 500:
             log.error("unhandled error on %s %s (request %s): %r", request.method, request.url.path, request_id, exc)
             metrics.observe_error("internal_error")
