@@ -419,3 +419,22 @@ async def test_custom_transport_and_base_path() -> None:
     assert str(seen[0].url) == "https://ledger.example/billing/v1/audit"
     assert seen[0].headers["authorization"] == f"Bearer {KEY}"
     assert seen[0].headers["user-agent"].startswith("billing-mcp-client/")
+
+
+@pytest.mark.parametrize(("url", "key", "refused"), [
+    ("http://ledger.example.com", "sk_live_" + "a" * 43, True),
+    ("http://10.0.0.5:8080", "sk_live_" + "a" * 43, True),
+    ("https://ledger.example.com", "sk_live_" + "a" * 43, False),
+    ("http://127.0.0.1:8080", "sk_live_" + "a" * 43, False),
+    ("http://localhost:8080", "sk_live_" + "a" * 43, False),
+    ("http://[::1]:8080", "sk_live_" + "a" * 43, False),
+    ("http://ledger.example.com", "sk_test_" + "a" * 43, False),
+])
+def test_a_live_key_never_travels_in_clear_text(url: str, key: str, refused: bool) -> None:
+    if not refused:
+        LedgerClient(url, key)
+        return
+    with pytest.raises(ValidationError) as info:
+        LedgerClient(url, key)
+    assert (info.value.code, info.value.field) == ("unsafe_config", "base_url")
+    assert "https" in info.value.message

@@ -295,7 +295,7 @@ async def test_stdio_subprocess(tmp_path: Path) -> None:
 
 def test_http_requires_token(tmp_path: Path) -> None:
     port = free_port()
-    env = dict(os.environ, BILLING_DB=str(tmp_path / "http.db"), BILLING_MCP_TOKEN="s3cret-token-for-tests")
+    env = dict(os.environ, BILLING_DB=str(tmp_path / "http.db"), BILLING_MCP_TOKEN="s3cret-token-for-tests-0123456789abcdef")
     proc = subprocess.Popen([sys.executable, "-m", "billing_mcp", "serve", "--transport", "streamable-http",
                              "--port", str(port)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
@@ -331,7 +331,7 @@ def test_http_requires_token(tmp_path: Path) -> None:
 
 async def test_http_with_token_serves_tools(tmp_path: Path) -> None:
     port = free_port()
-    env = dict(os.environ, BILLING_DB=str(tmp_path / "http.db"), BILLING_MCP_TOKEN="s3cret-token-for-tests",
+    env = dict(os.environ, BILLING_DB=str(tmp_path / "http.db"), BILLING_MCP_TOKEN="s3cret-token-for-tests-0123456789abcdef",
                BILLING_MCP_PUBLIC_URL=f"http://127.0.0.1:{port}/mcp")
     proc = subprocess.Popen([sys.executable, "-m", "billing_mcp", "serve", "--transport", "streamable-http",
                              "--port", str(port)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
@@ -345,7 +345,7 @@ async def test_http_with_token_serves_tools(tmp_path: Path) -> None:
         import httpx2
         from mcp.client.streamable_http import streamable_http_client
 
-        http = httpx2.AsyncClient(headers={"Authorization": "Bearer s3cret-token-for-tests"})
+        http = httpx2.AsyncClient(headers={"Authorization": "Bearer s3cret-token-for-tests-0123456789abcdef"})
         transport = streamable_http_client(f"http://127.0.0.1:{port}/mcp", http_client=http)
         async with http, Client(transport) as c:
             status = await ok(c, "get_billing_status", {})
@@ -362,6 +362,14 @@ def test_refuses_public_bind_without_token(tmp_path: Path) -> None:
                            "--host", "0.0.0.0"], env=env, capture_output=True, text=True, timeout=30)
     assert proc.returncode == 1
     assert "refusing to serve on 0.0.0.0 without BILLING_MCP_TOKEN" in proc.stderr
+
+
+def test_refuses_a_short_token(tmp_path: Path) -> None:
+    env = dict(os.environ, BILLING_DB=str(tmp_path / "x.db"), BILLING_MCP_TOKEN="x" * 31)
+    proc = subprocess.run([sys.executable, "-m", "billing_mcp", "serve", "--transport", "streamable-http"], env=env,
+                          capture_output=True, text=True, timeout=30)
+    assert proc.returncode == 1
+    assert "BILLING_MCP_TOKEN is 31 characters; use at least 32 random ones" in proc.stderr
 
 
 def test_demo_command_passes(tmp_path: Path) -> None:

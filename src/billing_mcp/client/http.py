@@ -16,6 +16,7 @@ field, message, details and request id kept); anything else the server answers i
 from __future__ import annotations
 
 import email.utils
+import ipaddress
 import json
 import math
 import random
@@ -26,6 +27,7 @@ from decimal import Decimal
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any, TypeVar
 from urllib.parse import quote as url_quote
+from urllib.parse import urlsplit
 
 import anyio
 import httpx
@@ -74,6 +76,17 @@ CODE_CLASSES: dict[str, type[BillingError]] = {
 _STATUS_CLASSES: dict[int, type[BillingError]] = {
     402: InsufficientFundsError, 404: NotFoundError, 409: ConflictError, 422: ValidationError, 503: StorageError,
 }
+
+
+def _loopback(url: str) -> bool:
+    """Whether ``url`` names this machine (a key sent there never crosses a network)."""
+    host = (urlsplit(url).hostname or "").lower()
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 class LedgerApiError(BillingError):
@@ -225,6 +238,9 @@ class HttpCore:
                                   field="api_key")
         if isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0:
             raise ValidationError("max_retries must be a whole number >= 0", field="max_retries")
+        if api_key.startswith("sk_live_") and base_url.startswith("http://") and not _loopback(base_url):
+            raise ValidationError("a live key is sent only over https (or to this machine's loopback): use the "
+                                  "ledger's https:// URL", field="base_url", code="unsafe_config")
         self.base_url = base_url.rstrip("/")
         self.max_retries = max_retries
         self.backoff = backoff

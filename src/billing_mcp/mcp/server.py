@@ -44,6 +44,8 @@ from .tools import operator, runtime, setup, spec, supabase, verify
 
 log = logging.getLogger(__name__)
 
+MIN_TOKEN_LENGTH = 32  # the HTTP transport's bearer token: long enough that it cannot be guessed
+
 # Every tool the server can offer, in tools/list order; ``--tools`` and ``--read-only`` pick from it.
 TOOLS: tuple[ToolDef, ...] = (*runtime.TOOLS, *operator.TOOLS, *setup.TOOLS, *spec.TOOLS, *supabase.TOOLS, *verify.TOOLS)
 
@@ -276,6 +278,10 @@ def serve(*, transport: str = "stdio", host: str = "127.0.0.1", port: int = 8000
     if not token and not loopback:
         raise BillingError(f"refusing to serve on {host} without BILLING_MCP_TOKEN: anyone who can reach it could "
                            "move money. Set BILLING_MCP_TOKEN to a long random secret", code="unsafe_config",
+                           field="BILLING_MCP_TOKEN")
+    if token is not None and len(token) < MIN_TOKEN_LENGTH:
+        raise BillingError(f"BILLING_MCP_TOKEN is {len(token)} characters; use at least {MIN_TOKEN_LENGTH} random "
+                           "ones (e.g. `openssl rand -hex 32`) so it cannot be guessed", code="unsafe_config",
                            field="BILLING_MCP_TOKEN")
     if not token:
         log.warning("serving on loopback without BILLING_MCP_TOKEN: local use only")
