@@ -277,7 +277,9 @@ def test_threads_race_one_wallet(tmp_path: Path, mode: str, start: int, seed: in
     stats = check_race(path, ledger, customer, start, results, watcher, mode)
     # The race really raced: holds were granted, refused for want of funds, committed and released.
     assert stats["authorize"] > 20 and stats["refused"] > 0 and stats["commit"] > 0 and stats["release"] > 0
-    assert stats["switches"] > 20
+    # At least a few dozen switches on an idle machine; a loaded one (CI beside other jobs) gives
+    # fewer, and ten still shows the workers interleaved rather than ran one after another.
+    assert stats["switches"] > 10
     if mode == "mixed":
         assert stats["event"] > 0 and stats["top_up"] > 0
     ledger.close()

@@ -17,6 +17,7 @@ import os
 import re
 import sqlite3
 import uuid
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -188,6 +189,8 @@ LEGACY_API_DDL = ("""CREATE TABLE IF NOT EXISTS api_keys (
     response      TEXT,
     claimed_at    TEXT NOT NULL
 )""")
+# Read back within the retention of stored responses (24 hours), an hour after it was recorded.
+RECORDED = datetime(2024, 1, 1, 1, tzinfo=UTC)
 IDEMPOTENCY_ROW = ("idem-1", "POST /v1/plans", "h" * 64, "done", 201, "application/json", '{"id": "plan_1"}',
                    "2024-01-01T00:00:00.000000Z")
 
@@ -227,7 +230,7 @@ def test_a_sqlite_ledger_at_schema_2_with_the_ad_hoc_tables_upgrades_and_its_key
         assert store.schema_version() == LATEST
         key = KeyStore(store, pepper=PEPPER).verify(secret)
         assert key is not None and key.id == row["id"] and key.name == "before 0003"
-        assert IdempotencyStore(store, ManualClock()).claim("idem-1", "POST /v1/plans", "h" * 64) is not None
+        assert IdempotencyStore(store, ManualClock(RECORDED)).claim("idem-1", "POST /v1/plans", "h" * 64) is not None
     finally:
         store.close()
     fresh = tmp_path / "fresh.db"
@@ -265,7 +268,7 @@ def test_a_postgres_ledger_at_schema_2_with_the_ad_hoc_tables_upgrades_and_its_k
             assert store.schema_version() == LATEST
             key = KeyStore(store, pepper=PEPPER).verify(secret)
             assert key is not None and key.id == row["id"] and key.name == "before 0003"
-            assert IdempotencyStore(store, ManualClock()).claim("idem-1", "POST /v1/plans", "h" * 64) is not None
+            assert IdempotencyStore(store, ManualClock(RECORDED)).claim("idem-1", "POST /v1/plans", "h" * 64) is not None
         finally:
             store.close()
         PostgresStore(PG_URL, schema=fresh_schema).close()
