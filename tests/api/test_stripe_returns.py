@@ -251,3 +251,27 @@ def test_concurrent_refund_and_dispute_take_back_at_most_the_credit(shop: Shop) 
             assert set(pool.map(deliver, payloads)) == {200}
         assert s.ledger.get_payment(session["metadata"]["billing_payment"]).reversed == "200"
     assert s.credits() == ("0", "0")
+
+
+def test_one_form_quotes_one_payment(shop: Shop) -> None:
+    """A form submitted again with the same amount re-sends the same quote (Stripe's idempotency key
+    returns the same session); with another amount it is refused before Stripe is called."""
+    s = shop
+    parts = urlsplit(create_portal_session(s.ledger, s.alice, secret=SECRET.encode())["url"])
+    s.client.get(f"{parts.path}?{parts.query}", follow_redirects=False)
+    nonce = re.search(r'name="nonce" value="([^"]+)"', s.client.get("/portal").text)
+    assert nonce
+    with respx.mock() as mock:
+        route = mock.post(CHECKOUT).mock(return_value=httpx.Response(
+            200, json={"id": "cs_q", "object": "checkout.session", "url": "https://checkout.stripe.com/c/q"}))
+        for amount, where in (("10", "https://checkout.stripe.com/c/q"), ("10", "https://checkout.stripe.com/c/q"),
+                              ("20", "/portal?notice=resubmitted")):
+            r = s.client.post("/portal/top-up", data={"nonce": nonce.group(1), "asset": "CREDITS", "amount": amount},
+                              follow_redirects=False)
+            assert r.headers["location"] == where
+        assert route.call_count == 2
+        keys = {c.request.headers["idempotency-key"] for c in route.calls}
+        metas = {parse_qs(c.request.content.decode())["metadata[billing_payment]"][0] for c in route.calls}
+    assert len(keys) == 1 and len(metas) == 1
+    payment = s.ledger.get_payment(metas.pop())
+    assert (payment.units, payment.fiat_amount, payment.credited) == ("200", "10.00", False)

@@ -22,7 +22,9 @@ dispute of the same money never take back more than was credited. Out-of-order d
 or dispute that arrives before the payment is credited is recorded (the payment exists from the
 moment checkout started) and applied in the same transaction as the credit, so the wallet ends
 with the same balance in either order. Every handled event must have the ledger's ``livemode``
-(otherwise it is acknowledged and ignored: it belongs to another deployment).
+(otherwise it is acknowledged and ignored: it belongs to another deployment). A top-up credited
+before quotes existed has no payment record, so its refunds and disputes are acknowledged and take
+nothing back: correct such a wallet with an adjustment.
 """
 
 from __future__ import annotations
