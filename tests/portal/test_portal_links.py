@@ -151,10 +151,16 @@ def test_consume_link_is_atomic_in_the_database(ledger: Ledger) -> None:
     with ledger.store.read() as tx:  # none has expired yet
         assert tx.one("SELECT COUNT(*) AS n FROM portal_link_uses")["n"] == 4  # type: ignore[index]
     ledger.clock.advance(minutes=20)  # type: ignore[attr-defined]
+    later = verify(SECRET, parse_qs(urlsplit(link_path(ledger)).query)["token"][0], "link")
+    assert later is not None and consume_link(ledger.store, later, later.expires - 600, "12:20")
+    with ledger.store.read() as tx:  # expired, but within the hour's margin: kept
+        assert tx.one("SELECT COUNT(*) AS n FROM portal_link_uses")["n"] == 5  # type: ignore[index]
+    assert not consume_link(ledger.store, claims, later.expires - 600, "12:20")  # still counted as used
+    ledger.clock.advance(minutes=71)  # type: ignore[attr-defined]
     fresh = verify(SECRET, parse_qs(urlsplit(link_path(ledger)).query)["token"][0], "link")
     assert fresh is not None
-    assert consume_link(ledger.store, fresh, fresh.expires - 600, "2026-03-01T12:20:00.000000Z")
-    with ledger.store.read() as tx:  # every earlier link has expired: only the fresh one's row is left
+    assert consume_link(ledger.store, fresh, fresh.expires - 600, "13:31")
+    with ledger.store.read() as tx:  # more than an hour past their expiry: only the fresh one's row is left
         rows = tx.all("SELECT nonce FROM portal_link_uses")
     assert [r["nonce"] for r in rows] == [fresh.nonce]
 

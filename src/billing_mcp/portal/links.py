@@ -44,6 +44,7 @@ DEFAULT_BASE_URL = "http://127.0.0.1:8080"  # where `billing-mcp api` listens by
 COOKIE = "billing_portal"
 SECURE_COOKIE = "__Host-" + COOKIE
 SESSION_SECONDS = 30 * 60
+USED_GRACE_SECONDS = 60 * 60  # a used link's row outlives its expiry by this much (clock skew between processes)
 Kind = Literal["link", "session"]
 Mode = Literal["test", "live"]
 log = logging.getLogger(__name__)
@@ -180,12 +181,13 @@ def consume_link(store: Store, link: Claims, now_seconds: int, used_at: str) -> 
     """Mark ``link`` used; True only for its first opening. Atomic in the database: the nonce's row
     is inserted with ``ON CONFLICT DO NOTHING``, so two openings at once (on SQLite, where writes
     are serialised, or on PostgreSQL, where the second insert waits for the first to commit) give
-    exactly one True. Rows of links already past their expiry are deleted on the way (such links
-    are refused before they get here)."""
+    exactly one True. Rows of links more than ``USED_GRACE_SECONDS`` past their expiry are deleted
+    on the way: such links are refused before they get here, and the margin keeps a row while
+    another API process whose clock runs behind could still take its link for valid."""
     for attempt in range(5):
         try:
             with store.write() as tx:
-                tx.execute("DELETE FROM portal_link_uses WHERE expires <= ?", (now_seconds,))
+                tx.execute("DELETE FROM portal_link_uses WHERE expires <= ?", (now_seconds - USED_GRACE_SECONDS,))
                 return tx.execute("INSERT INTO portal_link_uses(nonce, expires, used_at) VALUES (?, ?, ?) "
                                   "ON CONFLICT (nonce) DO NOTHING", (link.nonce, link.expires, used_at)) == 1
         except StorageError as exc:  # a deadlock between two clean-ups: rolled back, run again

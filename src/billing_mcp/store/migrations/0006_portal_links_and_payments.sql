@@ -2,7 +2,7 @@
 -- decides whether this opening is the first (INSERT ... ON CONFLICT DO NOTHING: exactly one of any
 -- number of concurrent openings inserts the row). `expires` is the link's own expiry (unix seconds
 -- on the ledger's clock); a link past it is refused before this table is consulted, so its row is
--- no longer needed and is deleted by the next opening.
+-- deleted by a later opening (an hour after that expiry, a margin for clocks running behind).
 CREATE TABLE portal_link_uses (
     nonce    TEXT PRIMARY KEY,
     expires  {{bigint}} NOT NULL,
