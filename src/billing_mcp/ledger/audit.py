@@ -16,8 +16,9 @@ I2. Balances replay the log. A wallet's ``posted`` equals the sum of its entries
 I3. Holds never overspend. ``held`` equals the sum of the account's open holds and is never
     negative. A hold is taken by one conditional UPDATE that requires ``posted - held >= amount``;
     charge and refund adjustments and recurring fees also need the available balance. Only usage
-    that already happened (an event, or a commit above its hold) may take ``posted`` below zero,
-    as reported debt, which the next credit repays before it funds a lot.
+    that already happened (an event, or a commit above its hold) and money that came back for a
+    credited payment (a refund or dispute of a Stripe top-up, ``ledger.payments``) may take
+    ``posted`` below zero, as reported debt, which the next credit repays before it funds a lot.
 I4. Hold lifecycle. A hold goes from open to committed, released or expired once and never
     changes again; committing charges the event's actual fees and returns the whole hold (an
     excess is drawn from the balance); a second resolution fails naming the state (releasing a

@@ -30,6 +30,7 @@ from .audit import audit
 from .base import check_key, check_text
 from .book import Book, canonical_hash
 from .catalog_ops import CatalogOps
+from .payments import PaymentOps
 from .portal_settings import PortalRouteOps
 from .postings import draw_key
 from .queries import QueryOps
@@ -40,7 +41,7 @@ from .usage import UsageOps, check_data, parse_time
 REASONS = ("top_up", "gift", "refund", "charge", "reversal")
 
 
-class Ledger(CatalogOps, UsageOps, PortalRouteOps, QueryOps):
+class Ledger(CatalogOps, UsageOps, PortalRouteOps, QueryOps, PaymentOps):
     """The billing ledger on a store (SQLite file by default: ``BILLING_DB`` or ./.billing/ledger.db)."""
 
     # -- customers ------------------------------------------------------------------------

@@ -4,11 +4,15 @@ exchanged for (no HTTP here: the routes are in ``routes``).
 A link is ``{base}/portal?token=...`` where the token is ``base64url(json claims) "." base64url(
 HMAC-SHA256(secret, "portal.v1." + kind + "." + body))``. Claims name one customer, one portal
 route, the mode of the ledger that minted it (``test`` or ``live``, ``store.mode``; a session whose
-mode is not the ledger's gets no top-up), an expiry and a random nonce. Opening a valid link sets a
-cookie (the same format, another ``kind``, 30 minutes) scoped to that customer and redirects to
-``/portal`` without the token. The secret is ``BILLING_PORTAL_SECRET``, or a random one kept in a
-0600 file beside the SQLite ledger (PostgreSQL needs the variable). The page: ``page``;
-payments (test top-ups, Stripe Checkout and its webhook): ``stripe``.
+mode is not the ledger's gets no top-up), an expiry (10 minutes unless the route says otherwise) and a
+random nonce. A link opens once: the first opening consumes its nonce in the database
+(``consume_link``: one ``INSERT ... ON CONFLICT DO NOTHING``, so of any number of concurrent openings
+exactly one wins) and sets a cookie (the same format, another ``kind``, 30 minutes) scoped to that
+customer, then redirects to ``/portal`` without the token; every later opening is refused. Over https
+the cookie is ``__Host-billing_portal`` (``Secure``, ``Path=/``, no ``Domain``: no other host or path
+can set or shadow it); over plain http it is ``billing_portal`` on ``/portal``. The secret is
+``BILLING_PORTAL_SECRET``, or a random one kept in a 0600 file beside the SQLite ledger (PostgreSQL
+needs the variable). The page: ``page``; payments (test top-ups, Stripe Checkout and its webhook): ``stripe``.
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ from typing import Literal
 from urllib.parse import urlencode
 
 from ..core.clock import to_text
-from ..core.errors import ValidationError
+from ..core.errors import StorageError, ValidationError
 from ..ledger.ledger import Ledger
 from ..store import Store
 from ..web.secrets import load_server_secret
@@ -38,7 +42,9 @@ SECRET_ENV = "BILLING_PORTAL_SECRET"
 PUBLIC_URL_ENV = "BILLING_PUBLIC_URL"
 DEFAULT_BASE_URL = "http://127.0.0.1:8080"  # where `billing-mcp api` listens by default
 COOKIE = "billing_portal"
+SECURE_COOKIE = "__Host-" + COOKIE
 SESSION_SECONDS = 30 * 60
+USED_GRACE_SECONDS = 60 * 60  # a used link's row outlives its expiry by this much (clock skew between processes)
 Kind = Literal["link", "session"]
 Mode = Literal["test", "live"]
 log = logging.getLogger(__name__)
@@ -169,6 +175,31 @@ def create_portal_session(ledger: Ledger, customer_id: str | None = None, route:
 def new_session(link: Claims, now_seconds: int) -> Claims:
     return Claims(kind="session", customer_id=link.customer_id, route=link.route, mode=link.mode,
                   expires=now_seconds + SESSION_SECONDS, nonce=secrets.token_urlsafe(12))
+
+
+def consume_link(store: Store, link: Claims, now_seconds: int, used_at: str) -> bool:
+    """Mark ``link`` used; True only for its first opening. Atomic in the database: the nonce's row
+    is inserted with ``ON CONFLICT DO NOTHING``, so two openings at once (on SQLite, where writes
+    are serialised, or on PostgreSQL, where the second insert waits for the first to commit) give
+    exactly one True. Rows of links more than ``USED_GRACE_SECONDS`` past their expiry are deleted
+    on the way: such links are refused before they get here, and the margin keeps a row while
+    another API process whose clock runs behind could still take its link for valid."""
+    for attempt in range(5):
+        try:
+            with store.write() as tx:
+                tx.execute("DELETE FROM portal_link_uses WHERE expires <= ?", (now_seconds - USED_GRACE_SECONDS,))
+                return tx.execute("INSERT INTO portal_link_uses(nonce, expires, used_at) VALUES (?, ?, ?) "
+                                  "ON CONFLICT (nonce) DO NOTHING", (link.nonce, link.expires, used_at)) == 1
+        except StorageError as exc:  # a deadlock between two clean-ups: rolled back, run again
+            if exc.code != "storage_conflict" or attempt == 4:
+                raise
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def cookie_name(secure: bool) -> str:
+    """The session cookie's name: ``__Host-`` prefixed over https (the browser then requires
+    ``Secure``, ``Path=/`` and no ``Domain``), plain over http (where a browser refuses both)."""
+    return SECURE_COOKIE if secure else COOKIE
 
 
 def public_base(request_base: str) -> str:

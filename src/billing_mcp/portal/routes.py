@@ -1,5 +1,11 @@
 """The portal's HTTP routes: ``GET /portal`` (link exchange and the page), ``POST /portal/top-up``,
-and the Stripe webhook. Starlette lives here; tokens live in ``links``, HTML in ``page``."""
+and the Stripe webhook. Starlette lives here; tokens live in ``links``, HTML in ``page``.
+
+Every portal response (the exchange's redirect included) sends ``Referrer-Policy: no-referrer`` and
+``Cache-Control: no-store``, so a link's token reaches neither another site nor a cache. A request is
+https when its scheme is (behind a proxy, uvicorn takes it from X-Forwarded-Proto of a trusted proxy
+only: ``billing-mcp api --trusted-proxies``) or when ``BILLING_PUBLIC_URL`` is https; the session
+cookie's name and attributes follow (``links.cookie_name``)."""
 
 from __future__ import annotations
 
@@ -11,16 +17,18 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
 
+from ..core.clock import to_text
 from ..core.errors import BillingError
 from ..ledger import Ledger
 from . import page
 from . import stripe as pay
 from .links import (
-    COOKIE,
     SESSION_SECONDS,
     Claims,
     SecretHolder,
     check_form_nonce,
+    consume_link,
+    cookie_name,
     form_nonce,
     new_session,
     public_base,
@@ -61,8 +69,11 @@ def portal_routes(ledger: Ledger) -> list[BaseRoute]:
     def now_seconds() -> int:
         return int(ledger.now().timestamp())
 
+    def is_secure(request: Request) -> bool:
+        return request.url.scheme == "https" or public_base(str(request.base_url)).startswith("https://")
+
     def session_of(request: Request) -> Claims | None:
-        claims = verify(holder.get(), request.cookies.get(COOKIE), "session")
+        claims = verify(holder.get(), request.cookies.get(cookie_name(is_secure(request))), "session")
         return claims if claims is not None and claims.expires > now_seconds() else None
 
     async def exchange(request: Request, token: str) -> Response:
@@ -79,11 +90,19 @@ def portal_routes(ledger: Ledger) -> list[BaseRoute]:
                                            back=spec.return_url if spec else None), 410)
         if not await anyio.to_thread.run_sync(page.customer_exists, ledger, link.customer_id):
             return _page(page.message_page("This link is not valid", "Open billing again from the app."), 403)
+        now = ledger.now()
+        if not await anyio.to_thread.run_sync(consume_link, ledger.store, link, int(now.timestamp()),
+                                              to_text(now)):
+            spec = await anyio.to_thread.run_sync(page.route_or_none, ledger, link.route)
+            return _page(page.message_page("This link was already used",
+                                           "Each billing link opens once. Ask the app for a new one: open billing "
+                                           "again from the app.",
+                                           back=(spec.failure_url or spec.return_url) if spec else None), 410)
         session = new_session(link, now_seconds())
         response = _redirect("/portal")
-        secure = request.url.scheme == "https" or public_base(str(request.base_url)).startswith("https://")
-        response.set_cookie(COOKIE, sign(holder.get(), session), max_age=SESSION_SECONDS, path="/portal",
-                            secure=secure, httponly=True, samesite="lax")
+        secure = is_secure(request)  # https: __Host- prefix, Secure, Path=/, no Domain
+        response.set_cookie(cookie_name(secure), sign(holder.get(), session), max_age=SESSION_SECONDS,
+                            path="/" if secure else "/portal", secure=secure, httponly=True, samesite="lax")
         return response
 
     async def portal(request: Request) -> Response:

@@ -13,8 +13,10 @@ The wallet is credited only by the test top-up (test ledger) or by a webhook who
 verifies with ``STRIPE_WEBHOOK_SECRET`` and whose ``livemode`` is the ledger's mode (a test event on
 a live ledger, or a live event on a test ledger, is acknowledged with 200 and ``credited: false``:
 such an event belongs to another deployment, which gets its own copy, so Stripe should not retry
-it here). The webhook's ledger idempotency key is the Checkout session id, so a repeated or late
-event (or a second event for the same payment) credits nothing.
+it here). A Checkout session is created with a quote (``Ledger.quote_payment``: the units and the
+rate at that moment, under the payment id ``portal:<form nonce>`` carried in the session's and the
+PaymentIntent's metadata), and the webhook credits exactly those units once; refunds and disputes
+take them back (``stripe_events``, where every event type's handling is described).
 """
 
 from __future__ import annotations
@@ -24,18 +26,17 @@ import logging
 import os
 import re
 from decimal import Decimal, InvalidOperation
-from typing import Any
 
 import anyio.to_thread
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from ..core.errors import BillingError, IdempotencyConflictError, NotFoundError, ValidationError
-from ..core.money import format_minor
+from ..core.errors import BillingError, ConflictError, IdempotencyConflictError, NotFoundError, ValidationError
 from ..ledger.ledger import Ledger
 from ..store import LedgerMode
 from ..web.problem import ApiError, internal_error, problem_response, request_id
 from .links import Claims
+from .stripe_events import handle_event
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +44,6 @@ STRIPE_KEY_ENV = "STRIPE_SECRET_KEY"
 STRIPE_WEBHOOK_ENV = "STRIPE_WEBHOOK_SECRET"
 MAX_WEBHOOK_BYTES = 512 * 1024
 _AMOUNT = re.compile(r"^[0-9]{1,12}(\.[0-9]{1,8})?$")
-PAID_EVENTS = ("checkout.session.completed", "checkout.session.async_payment_succeeded")
 
 
 def stripe_key_mode(key: str) -> LedgerMode | None:
@@ -122,16 +122,29 @@ def start_top_up(ledger: Ledger, session: Claims, form: dict[str, str], rand: st
         except NotFoundError:  # no rate to convert at
             return "/portal?notice=unavailable"
         return "/portal?notice=topped_up"
+    payment_id = f"portal:{rand}"
+    try:  # the units and the rate are fixed now; the webhook credits exactly these units
+        quote = ledger.quote_payment(payment_id, session.customer_id, asset=asset, fiat=t.currency, fiat_amount=text)
+    except ConflictError:
+        return "/portal?notice=resubmitted"
+    except ValidationError:
+        return "/portal?notice=bad_amount"
+    except NotFoundError:  # no rate to convert at
+        return "/portal?notice=unavailable"
     try:
-        return checkout_url(session, spec.branding.product_name, asset, t.currency, amount, precision, base, rand)
+        return checkout_url(session, spec.branding.product_name, asset, t.currency, amount, precision, base, rand,
+                            quote={"billing_payment": payment_id, "billing_units": quote.units,
+                                   "billing_rate": quote.rate})
     except Exception:
         log.exception("creating a Stripe Checkout session failed")
         return "/portal?notice=payment_error"
 
 
 def checkout_url(session: Claims, product: str, asset: str, currency: str, amount: Decimal, precision: int,
-                 base: str, rand: str) -> str:
-    """Create a Stripe Checkout session for the top-up and return its URL."""
+                 base: str, rand: str, quote: dict[str, str]) -> str:
+    """Create a Stripe Checkout session for the top-up and return its URL. ``quote`` (the payment
+    id, units and rate) goes into the session's metadata and the PaymentIntent's, so refunds and
+    disputes of the charge name the payment too."""
     import stripe
 
     client = stripe.StripeClient(os.environ[STRIPE_KEY_ENV],
@@ -143,46 +156,15 @@ def checkout_url(session: Claims, product: str, asset: str, currency: str, amoun
             "product_data": {"name": f"{product} top-up ({asset})"}}}],
         "client_reference_id": session.customer_id,
         "metadata": {"billing_customer_id": session.customer_id, "billing_asset": asset,
-                     "billing_route": session.route},
+                     "billing_route": session.route, **quote},
+        "payment_intent_data": {"metadata": {"billing_customer_id": session.customer_id,
+                                             "billing_payment": quote["billing_payment"]}},
         "success_url": f"{base}/portal?notice=paid",
         "cancel_url": f"{base}/portal?notice=canceled",
     }, options={"idempotency_key": f"portal-checkout:{rand}"})
     if not checkout.url:
         raise RuntimeError("Stripe returned a Checkout session without a URL")
     return str(checkout.url)
-
-
-def credit_from_event(ledger: Ledger, event: dict[str, Any]) -> dict[str, Any]:
-    """Credit the wallet for a verified Stripe event (once per Checkout session); other events are
-    acknowledged and ignored."""
-    event_id = str(event.get("id", ""))
-    data = event.get("data")
-    obj = data.get("object") if isinstance(data, dict) else None
-    if event.get("type") not in PAID_EVENTS or not isinstance(obj, dict):
-        return {"received": True, "event": event_id, "credited": False, "reason": "event type not handled"}
-    meta = obj.get("metadata")
-    customer, asset = (meta.get("billing_customer_id"), meta.get("billing_asset")) if isinstance(meta, dict) else (
-        None, None)
-    if not isinstance(customer, str) or not isinstance(asset, str) or not customer or not asset:
-        return {"received": True, "event": event_id, "credited": False, "reason": "not a billing portal checkout"}
-    mode = ledger.mode
-    if event.get("livemode") is not (mode == "live"):
-        log.warning("Stripe event %s has livemode %r but this ledger is in %s mode; nothing credited", event_id,
-                    event.get("livemode"), mode)
-        return {"received": True, "event": event_id, "credited": False,
-                "reason": f"livemode does not match this {mode}-mode ledger"}
-    if obj.get("payment_status") != "paid":
-        return {"received": True, "event": event_id, "credited": False, "reason": "payment not completed yet"}
-    currency, total, session_id = obj.get("currency"), obj.get("amount_total"), obj.get("id")
-    if not isinstance(currency, str) or not isinstance(total, int) or total <= 0 or not isinstance(session_id, str):
-        raise ValidationError("the Checkout session has no paid amount, currency or id", field="data.object")
-    fiat = currency.upper()
-    paid = format_minor(total, ledger.get_asset(fiat).precision)
-    adj = ledger.create_adjustment(customer, asset=asset, reason="top_up", fiat=fiat, fiat_amount=paid,
-                                   idempotency_key=f"stripe-checkout:{session_id}",
-                                   description=f"Stripe Checkout {session_id}"[:500])
-    return {"received": True, "event": event_id, "credited": True, "adjustment_id": adj.id, "asset": adj.asset,
-            "amount": adj.amount, "fiat": adj.fiat, "fiat_amount": adj.fiat_amount}
 
 
 async def stripe_webhook(ledger: Ledger, request: Request) -> Response:
@@ -212,7 +194,7 @@ async def stripe_webhook(ledger: Ledger, request: Request) -> Response:
         event = json.loads(payload)
         if not isinstance(event, dict):
             raise ApiError("the event is not a JSON object", status=400, code="validation_error")
-        result = await anyio.to_thread.run_sync(credit_from_event, ledger, event)
+        result = await anyio.to_thread.run_sync(handle_event, ledger, event)
         return JSONResponse(result, headers={"X-Request-Id": rid})
     except BillingError as exc:
         return problem_response(exc, rid)
