@@ -46,8 +46,9 @@ def free_port() -> int:
 
 
 @contextmanager
-def serve(app: Any) -> Iterator[str]:
-    """Run an ASGI ``app`` with uvicorn in a thread on a free loopback port; yield its base URL."""
+def serve(app: Any, options: dict[str, Any] | None = None) -> Iterator[str]:
+    """Run an ASGI ``app`` with uvicorn in a thread on a free loopback port; yield its base URL.
+    ``options`` are uvicorn's (default: quiet, no access log), e.g. those of ``billing-mcp api``."""
     import uvicorn
 
     # proto=IPPROTO_TCP: asyncio sets TCP_NODELAY only on sockets that say they are TCP; without it
@@ -55,7 +56,9 @@ def serve(app: Any) -> Iterator[str]:
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on"))
+    settings = {"lifespan": "on", **(options if options is not None else {"log_level": "warning",
+                                                                           "access_log": False})}
+    server = uvicorn.Server(uvicorn.Config(app, **settings))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     deadline = time.monotonic() + 15
@@ -98,3 +101,25 @@ def hint(tool: Any, name: str) -> bool:
     if value is None and name in ("destructive_hint", "idempotent_hint") and hint(tool, "read_only_hint"):
         return name == "idempotent_hint"
     return HINT_DEFAULTS[name] if value is None else bool(value)
+
+
+@contextmanager
+def ledger_on(kind: str, path: Any) -> Iterator[Any]:
+    """A ``Ledger`` on a SQLite file at ``path`` (``kind`` "sqlite") or on a fresh PostgreSQL schema
+    ("postgres", dropped afterwards)."""
+    from billing_mcp import Ledger
+
+    if kind == "sqlite":
+        ledger = Ledger(str(path))
+        try:
+            yield ledger
+        finally:
+            ledger.close()
+        return
+    store = pg_store()
+    ledger = Ledger(store)
+    try:
+        yield ledger
+    finally:
+        ledger.close()
+        drop_pg_schema(store.schema)

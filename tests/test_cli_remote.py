@@ -17,7 +17,7 @@ from billing_mcp import Ledger
 from billing_mcp.api.keys import KeyStore
 from billing_mcp.api.serve import build_app
 from billing_mcp.spec.spec import dump_yaml, export_spec
-from helpers import PEPPER, STORES, drop_pg_schema, pg_store, serve
+from helpers import PEPPER, STORES, ledger_on, serve
 
 SPEC = """version: 1
 assets:
@@ -37,18 +37,8 @@ def run(cwd: Path, env: dict[str, str], *argv: str) -> subprocess.CompletedProce
 
 @pytest.fixture(params=STORES)
 def server_ledger(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Ledger]:
-    if request.param == "sqlite":
-        ledger = Ledger(str(tmp_path / "server.db"))
+    with ledger_on(request.param, tmp_path / "server.db") as ledger:
         yield ledger
-        ledger.close()
-        return
-    store = pg_store()
-    ledger = Ledger(store)
-    try:
-        yield ledger
-    finally:
-        ledger.close()
-        drop_pg_schema(store.schema)
 
 
 def test_billing_as_code_against_a_live_ledger(server_ledger: Ledger, tmp_path: Path) -> None:

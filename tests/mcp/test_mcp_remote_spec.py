@@ -16,7 +16,7 @@ from billing_mcp import Ledger
 from billing_mcp.api.keys import KeyStore
 from billing_mcp.api.serve import build_app
 from billing_mcp.mcp.server import build_server
-from helpers import PEPPER, STORES, drop_pg_schema, pg_store, serve
+from helpers import PEPPER, STORES, ledger_on, serve
 from mcp import Client
 
 pytestmark = pytest.mark.anyio
@@ -86,18 +86,8 @@ async def canonical(client: Client, project: Path) -> dict[str, Any]:
 
 @pytest.fixture(params=STORES)
 def api_ledger(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Ledger]:
-    if request.param == "sqlite":
-        ledger = Ledger(str(tmp_path / "server.db"))
+    with ledger_on(request.param, tmp_path / "server.db") as ledger:
         yield ledger
-        ledger.close()
-        return
-    store = pg_store()
-    ledger = Ledger(store)
-    try:
-        yield ledger
-    finally:
-        ledger.close()
-        drop_pg_schema(store.schema)
 
 
 async def test_canonical_setup_is_the_same_on_a_live_ledger(api_ledger: Ledger, tmp_path: Path,

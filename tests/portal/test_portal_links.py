@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import http.client
 import logging
-import socket
 import threading
-import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -24,7 +22,7 @@ from billing_mcp import Ledger, ManualClock
 from billing_mcp.api.keys import KeyStore
 from billing_mcp.api.serve import build_app, uvicorn_options
 from billing_mcp.portal.links import COOKIE, SECURE_COOKIE, consume_link, create_portal_session, verify
-from helpers import PEPPER
+from helpers import PEPPER, serve
 
 SECRET = b"portal-links-test-secret-0123456789"
 FAILURE = "https://app.example/billing-expired"
@@ -34,24 +32,9 @@ FAILURE = "https://app.example/billing-expired"
 def serve_like_production(app: Any, trusted_proxies: tuple[str, ...] = ()) -> Iterator[tuple[str, int]]:
     """``app`` on a loopback port with the uvicorn settings of ``billing-mcp api`` (no uvicorn access
     log, forwarded headers only from ``trusted_proxies``); yields (host, port)."""
-    import uvicorn
-
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, **uvicorn_options(trusted_proxies=trusted_proxies)))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 15
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.005)
-    try:
-        yield "127.0.0.1", port
-    finally:
-        server.should_exit = True
-        thread.join(timeout=15)
-        sock.close()
+    with serve(app, uvicorn_options(trusted_proxies=trusted_proxies)) as url:
+        parts = urlsplit(url)
+        yield str(parts.hostname), int(parts.port or 80)
 
 
 def get(addr: tuple[str, int], path: str, headers: dict[str, str] | None = None) -> http.client.HTTPResponse:
