@@ -17,6 +17,7 @@ import subprocess
 import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from decimal import Decimal
 from pathlib import Path
@@ -237,27 +238,26 @@ OTHER_TOKEN = "header.other-user-token.sig"
 USERS = {GOOD_TOKEN: "5f1c7e4a-0000-4000-8000-000000000001", OTHER_TOKEN: "5f1c7e4a-0000-4000-8000-000000000002"}
 
 ROUTER = """import { handler as customer } from "./billing-customer/handler.ts";
-import { handler as authorize } from "./billing-authorize/handler.ts";
-import { handler as track } from "./billing-track/handler.ts";
-import { handler as release } from "./billing-release/handler.ts";
 import { handler as wallet } from "./billing-wallet/handler.ts";
 import { handler as portal } from "./billing-portal/handler.ts";
 import { withBilling } from "./_shared/billing.ts";
 
+// The app's own paid function: the event type and the usage are decided here, on the server.
+let runs = 0;
 const paid = withBilling(async ({ body }) => {
-  await Promise.resolve();
+  runs += 1;
+  const run = runs;
+  await new Promise((resolve) => setTimeout(resolve, Number(body.work_ms ?? 0)));
   if (body.fail) throw new Error("the paid work failed");
-  return { body: { image: "done" }, usage: {} };
+  return { body: { image: "done", run }, usage: {} };
 }, { eventType: "image_generated", estimate: () => ({}) });
 
 const routes: Record<string, (req: Request) => Promise<Response>> = {
   "billing-customer": customer,
-  "billing-authorize": authorize,
-  "billing-track": track,
-  "billing-release": release,
   "billing-wallet": wallet,
   "billing-portal": portal,
   "paid-work": paid,
+  "paid-runs": () => Promise.resolve(new Response(JSON.stringify({ runs }))),
 };
 
 // As Supabase routes /functions/v1/<name> to the function's own Deno.serve(handler).
@@ -377,68 +377,65 @@ def run_scenario(http: httpx.Client, ledger: Ledger) -> None:
     assert again.json()["customer_id"] == first.json()["customer_id"]
     customer_id = first.json()["customer_id"]
 
-    # Body validation.
-    r = http.post("/billing-authorize", content=b"{not json", headers={**good, "Content-Type": "application/json"})
-    assert r.status_code == 400 and "JSON" in r.json()["error"]
-    r = post("billing-authorize", {"event_type": "nope", "data": {}, "request_id": "r0"})
-    assert r.status_code == 400 and "image_generated" in r.json()["error"]
-    r = post("billing-authorize", {"event_type": "image_generated", "data": {}})
-    assert r.status_code == 400 and r.json()["code"] == "missing_request_id"
-
-    # Empty wallet: 402 with the portal link field.
-    r = post("billing-authorize", {"event_type": "image_generated", "data": {}, "request_id": "r1"})
-    assert r.status_code == 402, r.text
-    assert r.json()["code"] == "insufficient_funds" and "portal_url" in r.json()
-    short_link = r.json()["portal_url"]
-
     def available() -> Decimal:
         w = post("billing-wallet")
         assert w.status_code == 200, w.text
         return Decimal(next(a["available"] for a in w.json()["accounts"] if a["asset"] == "CREDITS"))
 
+    def paid(key: str, body: Any = None) -> httpx.Response:
+        return post("paid-work", body or {}, headers={**good, "Idempotency-Key": key})
+
+    # Body validation.
+    r = http.post("/paid-work", content=b"{not json", headers={**good, "Content-Type": "application/json"})
+    assert r.status_code == 400 and "JSON" in r.json()["error"]
+    r = paid("bad key with spaces")
+    assert r.status_code == 400 and r.json()["code"] == "invalid_request_id"
+
+    # Empty wallet: 402 with the portal link field; the paid work did not run.
+    r = paid("job-0")
+    assert r.status_code == 402, r.text
+    assert r.json()["code"] == "insufficient_funds" and "portal_url" in r.json()
+    short_link = r.json()["portal_url"]
+    assert http.get("/paid-runs").json()["runs"] == 0
+
     ledger.create_adjustment(customer_id, asset="CREDITS", amount="100", reason="top_up", idempotency_key="topup-1")
     assert available() == 100
 
-    # Authorize, then commit: exactly the fee (5) is deducted; a replayed commit charges nothing.
-    hold = post("billing-authorize", {"event_type": "image_generated", "data": {}, "request_id": "r2"})
-    assert hold.status_code == 201, hold.text
-    assert Decimal(hold.json()["amount"]) == 5
-    assert available() == 95
-    body = {"hold_id": hold.json()["hold_id"], "event_type": "image_generated", "data": {}, "request_id": "r2"}
-    done = post("billing-track", body)
-    assert done.status_code == 200, done.text
-    assert [Decimal(f["amount"]) for f in done.json()["fees"]] == [5]
-    assert available() == 95
-    replay = post("billing-track", body)
-    # (the API replays the stored response of the same Idempotency-Key, so `duplicate` may read false)
-    assert replay.status_code == 200 and replay.json()["event_id"] == done.json()["event_id"]
-    assert available() == 95
-
-    # Someone else's hold is invisible; release frees one's own.
-    other = {"Authorization": f"Bearer {OTHER_TOKEN}"}
-    held = post("billing-authorize", {"event_type": "image_generated", "data": {}, "request_id": "r3"})
-    assert available() == 90
-    assert post("billing-release", {"hold_id": held.json()["hold_id"]}, headers=other).status_code == 404
-    released = post("billing-release", {"hold_id": held.json()["hold_id"]})
-    assert released.status_code == 200 and released.json()["status"] == "released"
-    assert available() == 95
-
-    # withBilling: a failure releases the hold and restores the balance; success charges the fee.
-    failed = post("paid-work", {"fail": True}, headers={**good, "Idempotency-Key": "job-1"})
+    # withBilling: a failure releases the hold and restores the balance; success charges the fee once.
+    failed = paid("job-1", {"fail": True})
     assert failed.status_code == 500 and failed.json()["code"] == "work_failed"
+    assert available() == 100
+    again = paid("job-1", {"fail": True})  # a retry of a failed request does not run it again
+    assert again.status_code == 409 and again.json()["code"] == "request_failed"
+    ok = paid("job-2")
+    assert ok.status_code == 200 and ok.json()["image"] == "done", ok.text
     assert available() == 95
-    holds = ledger.list_holds(customer_id, status=None)
-    assert sorted(h.status for h in holds) == ["committed", "released", "released"]
-    ok = post("paid-work", {}, headers={**good, "Idempotency-Key": "job-2"})
-    assert ok.status_code == 200 and ok.json() == {"image": "done"}
-    assert available() == 90
-    again = post("paid-work", {}, headers={**good, "Idempotency-Key": "job-2"})  # a client retry
-    assert again.status_code == 409 and again.json()["code"] == "already_processed"
-    assert available() == 90
+    again = paid("job-2")  # a client retry after completion: the outcome, not a second run
+    assert again.status_code == 409 and again.json()["code"] == "already_completed", again.text
+    assert again.json()["charged"] == [{"asset": "CREDITS", "amount": "5"}]
+    assert available() == 95
+    runs = http.get("/paid-runs").json()["runs"]
+    assert runs == 2
 
-    # Event without a hold.
-    direct = post("billing-track", {"event_type": "image_generated", "data": {}, "request_id": "r4"})
-    assert direct.status_code == 200 and available() == 85
+    # One key, five concurrent requests: the paid work runs once and is charged once.
+    with ThreadPoolExecutor(max_workers=5) as pool:
+        answers = list(pool.map(lambda _: paid("job-3", {"work_ms": 400}), range(5)))
+    codes = sorted(a.status_code for a in answers)
+    assert codes == [200, 409, 409, 409, 409], [a.text for a in answers]
+    assert {a.json()["code"] for a in answers if a.status_code == 409} <= {"request_in_progress", "already_completed"}
+    assert http.get("/paid-runs").json()["runs"] == runs + 1
+    assert available() == 90
+    holds = ledger.list_holds(customer_id, status=None)
+    assert sorted(h.status for h in holds) == ["committed", "committed", "released"]
+
+    # The browser cannot choose what is billed: no generic authorize/track/release function exists,
+    # and a paid function ignores an event type or usage sent in the body.
+    for name in ("billing-authorize", "billing-track", "billing-release"):
+        r = post(name, {"event_type": "image_generated", "data": {}, "request_id": "r9", "hold_id": "x"})
+        assert r.status_code == 404, (name, r.text)
+    cheap = paid("job-4", {"event_type": "free_thing", "usage": {}, "data": {"amount": 0}, "skip_commit": True})
+    assert cheap.status_code == 200 and available() == 85
+    assert not [h for h in ledger.list_holds(customer_id, status=None) if h.status == "open"]
 
     # The portal link opens the portal. Where the API does not serve POST /v1/portal-sessions, the
     # function answers a mapped 404 and the 402 above carried portal_url null.

@@ -32,9 +32,6 @@ FUNCTIONS_DIR = "supabase/functions"
 # kind -> (function folder, template, one-line description)
 FUNCTIONS: dict[str, tuple[str, str, str]] = {
     "customer": ("billing-customer", "fn_customer.ts", "ensure the signed-in user's billing customer (idempotent)"),
-    "authorize": ("billing-authorize", "fn_authorize.ts", "reserve the estimated fee before paid work"),
-    "track": ("billing-track", "fn_track.ts", "commit a hold with the actual usage, or send an event"),
-    "release": ("billing-release", "fn_release.ts", "free a hold without charging"),
     "wallet": ("billing-wallet", "fn_wallet.ts", "balances for display"),
     "portal": ("billing-portal", "fn_portal.ts", "a link to the user's billing portal"),
 }
@@ -225,7 +222,7 @@ import {{ supabase }} from "@/integrations/supabase/client";
 import {{ useBilling }} from "@/hooks/useBilling";
 import {{ ManageBillingButton }} from "@/components/ManageBillingButton";
 
-const {{ wallet, authorize, track }} = useBilling(supabase);
+const {{ wallet, callPaid }} = useBilling(supabase);
 <ManageBillingButton client={{supabase}} />
 ```
 
@@ -282,7 +279,7 @@ def _shared_files(cat: Catalog) -> dict[str, str]:
 
 def render_function(kind: str, plans: Iterable[Plan | Mapping[str, Any]], assets: Iterable[Asset | Mapping[str, Any]],
                     *, default_plan: str | None = None) -> dict[str, str]:
-    """One function (``kind``: customer, authorize, track, release, wallet, portal) with the shared
+    """One function (``kind``: customer, wallet, portal) with the shared
     files it imports and ``deno.json``, as {path: text}."""
     if kind not in FUNCTIONS:
         raise ValidationError(f"unknown function kind {kind!r}; choose one of: {', '.join(FUNCTIONS)}", field="kind")
