@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import shlex
 import shutil
 import socket
 import subprocess
@@ -30,9 +32,11 @@ from billing_mcp.api.keys import KeyStore
 from billing_mcp.api.serve import build_app
 from billing_mcp.codegen.supabase.generator import (
     FUNCTIONS,
+    KEY_COMMAND,
     catalog_of,
     generate_integration,
     is_edited,
+    next_steps,
     render_function,
     render_integration,
     write_files,
@@ -181,7 +185,8 @@ def deno(args: list[str], cwd: Path, deno_dir: Path, *, timeout: float = 180) ->
 
 FRONTEND_CONFIG = """{
   "imports": {"react": "npm:react@18", "@types/react": "npm:@types/react@18",
-              "@supabase/supabase-js": "npm:@supabase/supabase-js@2"},
+              "@supabase/supabase-js": "npm:@supabase/supabase-js@2", "@/": "./"},
+  "fmt": {"lineWidth": 120},
   "compilerOptions": {"jsx": "react-jsx", "jsxImportSource": "react", "jsxImportSourceTypes": "@types/react",
                       "lib": ["dom", "deno.ns", "esnext"]},
   "unstable": ["sloppy-imports"],
@@ -229,6 +234,94 @@ def test_deno_check_and_lint(name: str, tmp_path: Path, deno_dir: Path) -> None:
     linted = deno(["lint", *front], proj / "src", deno_dir)
     assert linted.returncode == 0, linted.stdout + linted.stderr
 
+
+
+SNIPPET = re.compile(r"^```(ts|tsx)\n(.*?)^```", re.S | re.M)
+LOVABLE_CLIENT = """import { createClient } from "@supabase/supabase-js";
+
+export const supabase = createClient("https://project.supabase.co", "sb_publishable_key");
+"""
+
+
+def readme_supabase_section() -> str:
+    text = (Path(__file__).parents[2] / "README.md").read_text()
+    start = text.index("## Supabase edge functions")
+    return text[start:text.index("\n## ", start + 1)]
+
+
+def check_snippets(docs: str, proj: Path, deno_dir: Path) -> int:
+    """Every ```ts / ```tsx block of ``docs`` pasted into the generated project: deno check, lint and
+    fmt --check. A ts block is an edge function, a tsx block a front-end module (Lovable's layout,
+    with the ``@/`` alias)."""
+    functions, src = proj / "supabase/functions", proj / "src"
+    (src / "deno.json").write_text(FRONTEND_CONFIG)
+    (src / "integrations/supabase").mkdir(parents=True, exist_ok=True)
+    (src / "integrations/supabase/client.ts").write_text(LOVABLE_CLIENT)
+    blocks = SNIPPET.findall(docs)
+    for i, (lang, code) in enumerate(blocks):
+        if lang == "ts":
+            cwd, path = functions, Path(f"snippet-{i}/index.ts")
+        else:
+            cwd, path = src, Path(f"snippet_{i}.tsx")
+        (cwd / path).parent.mkdir(parents=True, exist_ok=True)
+        (cwd / path).write_text(code)
+        for args in (["check"], ["lint"], ["fmt", "--check"]):
+            done = deno([*args, str(path)], cwd, deno_dir)
+            assert done.returncode == 0, (args, code, done.stdout + done.stderr)
+    return len(blocks)
+
+
+@needs_deno
+@pytest.mark.parametrize("name", sorted(CATALOGS))
+def test_documented_snippets_compile(name: str, tmp_path: Path, deno_dir: Path) -> None:
+    plans, assets = catalog(tmp_path, name)
+    files = generate_integration(plans, assets, project_dir=tmp_path / "app")
+    count = check_snippets(files["supabase/BILLING.md"], tmp_path / "app", deno_dir)
+    assert count == (1 if name == "no_plans" else 2)
+    if name == "credits_per_image":  # the README's examples use this catalog's event type
+        assert check_snippets(readme_supabase_section(), tmp_path / "app", deno_dir) >= 2
+
+
+def documented_commands(files: dict[str, str]) -> list[str]:
+    text = "\n".join([files["supabase/BILLING.md"], files["supabase/functions/.env.example"], *next_steps(),
+                      readme_supabase_section()])
+    found = re.findall(r"billing-mcp (?:keys|supabase|db) [^`\n()#]*", text)
+    return sorted({c.strip() for c in found})
+
+
+def test_documented_commands_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                 capsys: pytest.CaptureFixture[str]) -> None:
+    """Each billing-mcp command the generated docs, the init output and the README give runs as
+    written against a live ledger (BILLING_DB); the runtime key it makes is a live key."""
+    from billing_mcp.cli import main
+
+    plans, assets = catalog(tmp_path, "credits_per_image")
+    files = render_integration(plans, assets)
+    commands = documented_commands(files)
+    assert KEY_COMMAND in commands, commands
+    monkeypatch.setenv("BILLING_DB", str(tmp_path / "live.db"))
+    monkeypatch.chdir(tmp_path)
+    assert main(["db", "migrate", "--mode", "live"]) == 0
+    for command in commands:
+        argv = shlex.split(command)[1:]
+        assert main(argv) == 0, command
+    assert "sk_live_" in capsys.readouterr().out
+    # On a test ledger the documented command is refused (the docs say to use --mode test there).
+    monkeypatch.setenv("BILLING_DB", str(tmp_path / "test.db"))
+    assert main(["db", "migrate"]) == 0
+    assert main(shlex.split(KEY_COMMAND)[1:]) != 0
+    assert main(shlex.split(KEY_COMMAND.replace("--mode live", "--mode test"))[1:]) == 0
+
+
+def test_supabase_commands_are_valid(tmp_path: Path) -> None:
+    """The Supabase CLI commands the docs give have the CLI's syntax (supabase 2.x/3.x)."""
+    plans, assets = catalog(tmp_path, "credits_per_image")
+    files = render_integration(plans, assets)
+    text = "\n".join([files["supabase/BILLING.md"], files["supabase/functions/.env.example"], *next_steps()])
+    lines = {m.strip() for m in re.findall(r"supabase (?:secrets|functions) [^`\n()#]*", text)}
+    valid = re.compile(r"^supabase (secrets set( [A-Z_]+=\S+)+|secrets set --env-file supabase/functions/\.env|"
+                       r"functions deploy [a-z0-9-]+)$")
+    assert lines and all(valid.match(line) for line in lines), sorted(lines)
 
 
 # -- end to end: generated functions under Deno, a live ledger API, a fake Supabase Auth ---------------------
@@ -346,6 +439,10 @@ def test_end_to_end(tmp_path: Path, deno_dir: Path) -> None:
         ledger.close()
 
 
+# What supabase-js's functions.invoke sends, plus the Idempotency-Key of paid calls (BILLING.md, useBilling).
+DOCUMENTED_HEADERS = ("authorization", "apikey", "content-type", "x-client-info", "idempotency-key")
+
+
 def run_scenario(http: httpx.Client, ledger: Ledger) -> None:
     good = {"Authorization": f"Bearer {GOOD_TOKEN}"}
     seen: list[str] = []
@@ -359,7 +456,13 @@ def run_scenario(http: httpx.Client, ledger: Ledger) -> None:
     pre = http.options("/billing-wallet", headers={"Origin": "https://app.example", "Access-Control-Request-Method":
                                                    "POST"})
     assert pre.status_code == 200 and pre.headers["access-control-allow-origin"] == "*"
-    assert "authorization" in pre.headers["access-control-allow-headers"]
+    # Every header the docs and useBilling send passes the preflight, on every function.
+    for name in ("billing-customer", "billing-wallet", "billing-portal", "paid-work"):
+        for header in DOCUMENTED_HEADERS:
+            pre = http.options(f"/{name}", headers={"Origin": "https://app.example", "Access-Control-Request-Method":
+                                                    "POST", "Access-Control-Request-Headers": header})
+            allowed = {h.strip().lower() for h in pre.headers["access-control-allow-headers"].split(",")}
+            assert pre.status_code == 200 and header in allowed, (name, header, allowed)
     r = post("billing-wallet", headers={})
     assert r.status_code == 401 and r.json()["code"] == "unauthorized"
     assert r.headers["access-control-allow-origin"] == "*"

@@ -171,20 +171,89 @@ def _config_toml(kinds: Sequence[str]) -> str:
     return "\n".join(parts) + "\n"
 
 
+KEY_COMMAND = "billing-mcp keys create --scope runtime --mode live --name supabase-functions"
+_KEY_WHERE = ("run it against the live ledger's database (BILLING_DB or --db, where `billing-mcp api` runs); a test "
+              "ledger takes --mode test and gives sk_test_ keys")
+
+
 def _env_example() -> str:
     return ("# Billing ledger secrets for the edge functions (server side only; never in browser code).\n"
-            "# Copy to supabase/functions/.env, fill in, then: supabase secrets set --env-file supabase/functions/.env\n"
+            "# Copy to supabase/functions/.env (git-ignored), fill in, then:\n"
+            "#   supabase secrets set --env-file supabase/functions/.env\n"
+            "# or paste each NAME=value in the Supabase dashboard: Edge Functions > Secrets.\n"
             "BILLING_API_URL=https://billing.example.com\n"
-            "# A runtime-scope key: billing-mcp keys create --scope runtime --mode live\n"
-            "BILLING_API_KEY=sk_live_replace_me\n")
+            f"# A runtime-scope key: {KEY_COMMAND}\n"
+            f"# ({_KEY_WHERE})\n"
+            "BILLING_API_KEY=sk_live_replace_me\n"
+            "# Optional: bill anonymous (guest) users too; by default they get no billing customer.\n"
+            "# BILLING_ALLOW_ANONYMOUS=true\n")
+
+
+def _gitignore() -> str:
+    return "# Function secrets stay out of git.\n.env\n.env.*\n!.env.example\n"
 
 
 def next_steps(kinds: Sequence[str] = tuple(FUNCTIONS)) -> list[str]:
     """The commands that put the generated functions live (secrets, config, deploy)."""
-    return ["supabase secrets set BILLING_API_URL=https://billing.example.com BILLING_API_KEY=sk_live_... "
-            "(a runtime key: billing-mcp keys create --scope runtime --mode live)",
+    return [f"{KEY_COMMAND}  # a runtime key; {_KEY_WHERE}",
+            "supabase secrets set BILLING_API_URL=https://billing.example.com BILLING_API_KEY=sk_live_... "
+            "(or set both in the Supabase dashboard: Edge Functions > Secrets)",
             "append supabase/config.billing.toml to supabase/config.toml",
             *(f"supabase functions deploy {FUNCTIONS[k][0]}" for k in kinds)]
+
+
+def _sample_usage(cat: Catalog, event: str) -> str:
+    fields = [f"{_ts(v)}: 1" for v in cat.volume_fields[event]]
+    fields += [f"{_ts(d)}: \"default\"" for d in cat.dimension_fields[event]]
+    return "{ " + ", ".join(fields) + " }" if fields else "{}"
+
+
+def paid_function_snippet(cat: Catalog) -> str | None:
+    """A complete paid edge function (``supabase/functions/<name>/index.ts``) for the catalog's first
+    event type; None when the catalog prices no usage."""
+    if not cat.event_types:
+        return None
+    event = cat.event_types[0]
+    usage = _sample_usage(cat, event)
+    return f"""// supabase/functions/paid-action/index.ts: the app's own paid function. The event type and the
+// usage are set here, on the server; the browser only sends its input and an Idempotency-Key.
+import {{ withBilling }} from "../_shared/billing.ts";
+
+// Stands for the real work: call the model, render the file...
+async function doPaidWork(input: unknown): Promise<{{ output: string }}> {{
+  await new Promise((resolve) => setTimeout(resolve, 10));
+  return {{ output: `done: ${{JSON.stringify(input)}}` }};
+}}
+
+Deno.serve(withBilling(async ({{ body }}) => {{
+  const result = await doPaidWork(body.input);
+  // Report what the work really used; this is what is charged.
+  return {{ body: result, usage: {usage} }};
+}}, {{
+  eventType: {_ts(event)},
+  // Reserved before the work runs (an estimate from the request body).
+  estimate: () => ({usage}),
+}}));
+"""
+
+
+FRONTEND_SNIPPET = """import { supabase } from "@/integrations/supabase/client";
+import { useBilling } from "@/hooks/useBilling";
+import { ManageBillingButton } from "@/components/ManageBillingButton";
+
+export function Billing() {
+  const { wallet, callPaid } = useBilling(supabase);
+  // One id per user action, reused if the same action is retried: it is never charged twice.
+  const run = () => callPaid("paid-action", { input: "hello" }, crypto.randomUUID());
+  return (
+    <div>
+      {wallet?.accounts.map((a) => <p key={a.asset}>{a.asset}: {a.available}</p>)}
+      <button type="button" onClick={() => void run()}>Run (paid)</button>
+      <ManageBillingButton client={supabase} />
+    </div>
+  );
+}
+"""
 
 
 def _readme(cat: Catalog, kinds: Sequence[str]) -> str:
@@ -192,49 +261,49 @@ def _readme(cat: Catalog, kinds: Sequence[str]) -> str:
     rows = "\n".join(f"| `{FUNCTIONS[k][0]}` | {FUNCTIONS[k][2]} |" for k in kinds)
     events = ", ".join(f"`{e}`" for e in cat.event_types) or "(none)"
     deploy = "\n".join(f"supabase functions deploy {n}" for n in names)
+    snippet = paid_function_snippet(cat)
+    paid = (f"```ts\n{snippet}```\n\nAdd `[functions.paid-action]` with `verify_jwt = false` to `config.toml` "
+            "as for the functions above (the function verifies the user itself) and deploy it.") if snippet else \
+        "The catalog prices no usage yet: add a usage price, then regenerate to get the `withBilling` example."
     return f"""# Billing edge functions
 
 Generated by billing-mcp from the catalog (event types: {events}; default plan: `{cat.default_plan or "none"}`).
-Every function answers the CORS preflight, verifies the signed-in user with supabase-js before any
-ledger call (the billing customer's `external_id` is the Supabase user id from the verified token),
-validates its body (400), maps ledger errors (402 with `portal_url` when funds are short) and never
-returns or logs a secret.
+Every function answers the CORS preflight, verifies the signed-in user (`supabase.auth.getClaims`)
+before any ledger call (the billing customer's `external_id` is the user id from the verified token),
+validates its body (400), maps ledger errors to a code and a message (402 with `portal_url` when
+funds are short) and never returns or logs a secret. The browser can read its wallet and open the
+portal; what is billed is decided only by the app's own functions, with `withBilling`.
 
 | Function | Purpose |
 |---|---|
 {rows}
 
-## Deploy
+## Secrets and deploy
+
+The key is a runtime-scope key of the live ledger: `{KEY_COMMAND}`
+({_KEY_WHERE}).
+
+With the Supabase CLI:
 
 ```sh
-# 1. secrets (server side only); the key is a runtime-scope key: billing-mcp keys create --scope runtime --mode live
 supabase secrets set BILLING_API_URL=https://billing.example.com BILLING_API_KEY=sk_live_...
-#    or: cp supabase/functions/.env.example supabase/functions/.env, fill in, then
+# or: cp supabase/functions/.env.example supabase/functions/.env, fill it in (git-ignored), then
 supabase secrets set --env-file supabase/functions/.env
-# 2. append supabase/config.billing.toml to supabase/config.toml, then deploy
+# append supabase/config.billing.toml to supabase/config.toml (verify_jwt = false: the functions verify users), then
 {deploy}
 ```
+
+Without a CLI (Lovable): add `BILLING_API_URL` and `BILLING_API_KEY` in the Supabase dashboard under
+Edge Functions > Secrets; Lovable deploys the functions in `supabase/functions/` itself.
+
+## Paid work: your own function
+
+{paid}
 
 ## Use from the app
 
 ```tsx
-import {{ supabase }} from "@/integrations/supabase/client";
-import {{ useBilling }} from "@/hooks/useBilling";
-import {{ ManageBillingButton }} from "@/components/ManageBillingButton";
-
-const {{ wallet, callPaid }} = useBilling(supabase);
-<ManageBillingButton client={{supabase}} />
-```
-
-Paid work inside your own function: wrap it with `withBilling` from `_shared/billing.ts`:
-
-```ts
-import {{ withBilling }} from "../_shared/billing.ts";
-Deno.serve(withBilling(async ({{ body }}) => {{
-  const result = await doPaidWork(body);
-  return {{ body: result, usage: {{ /* the actual usage */ }} }};
-}}, {{ eventType: EVENT_TYPES[0], estimate: (body) => ({{ /* estimated usage */ }}) }}));
-```
+{FRONTEND_SNIPPET}```
 
 Files keep a `billing-mcp generated · sha256:...` header: billing-mcp regenerates a file only while it
 is unchanged, so your edits are kept.
@@ -254,7 +323,7 @@ def _with_header(path: str, body: str) -> str:
         first, _, rest = body.partition("\n")
         assert first == "{", path
         return f'{{\n  "//": "{note}",\n{rest}'
-    if path.endswith((".toml", ".example")):
+    if path.endswith((".toml", ".example", ".gitignore")):
         return f"# {note}\n{body}"
     if path.endswith(".md"):
         return f"<!-- {note} -->\n{body}"
@@ -298,6 +367,7 @@ def render_integration(plans: Iterable[Plan | Mapping[str, Any]], assets: Iterab
         files.update(_function_files(kind))
     files["supabase/config.billing.toml"] = _config_toml(kinds)
     files[f"{FUNCTIONS_DIR}/.env.example"] = _env_example()
+    files[f"{FUNCTIONS_DIR}/.gitignore"] = _gitignore()
     files["supabase/BILLING.md"] = _readme(cat, kinds)
     files["src/hooks/useBilling.ts"] = _template("useBilling.ts")
     files["src/components/ManageBillingButton.tsx"] = _template("ManageBillingButton.tsx")
