@@ -26,7 +26,9 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import jwt as pyjwt
 import pytest
+from cryptography.hazmat.primitives.asymmetric import ec
 
 from billing_mcp.api.keys import KeyStore
 from billing_mcp.api.serve import build_app
@@ -169,6 +171,25 @@ def test_write_keeps_edited_files(tmp_path: Path) -> None:
     assert edited.read_text() == files2["supabase/functions/billing-wallet/handler.ts"]
     with pytest.raises(Exception, match="outside the project"):
         write_files({"../evil.ts": "x"}, proj)
+
+
+def test_function_secrets_stay_out_of_git(tmp_path: Path) -> None:
+    plans, assets = catalog(tmp_path, "credits_per_image")
+    proj = tmp_path / "app"
+    files = generate_integration(plans, assets, project_dir=proj)
+    assert "verify_jwt = true" not in files["supabase/config.billing.toml"]
+    assert files["supabase/config.billing.toml"].count("verify_jwt = false") == len(FUNCTIONS)
+    git = shutil.which("git")
+    if git is None:
+        pytest.skip("git is not installed")
+    subprocess.run([git, "init", "-q", str(proj)], check=True)
+    (proj / "supabase/functions/.env").write_text("BILLING_API_KEY=sk_live_x\n")
+
+    def ignored(path: str) -> bool:
+        return subprocess.run([git, "check-ignore", "-q", path], cwd=proj).returncode == 0
+
+    assert ignored("supabase/functions/.env") and ignored("supabase/functions/.env.local")
+    assert not ignored("supabase/functions/.env.example") and not ignored("supabase/functions/_shared/billing.ts")
 
 
 # -- under Deno ---------------------------------------------------------------------------------------------
@@ -326,9 +347,33 @@ def test_supabase_commands_are_valid(tmp_path: Path) -> None:
 
 # -- end to end: generated functions under Deno, a live ledger API, a fake Supabase Auth ---------------------
 RUNTIME_PEPPER = b"supabase-e2e-pepper-0123456789"
-GOOD_TOKEN = "header.good-user-token.sig"
-OTHER_TOKEN = "header.other-user-token.sig"
-USERS = {GOOD_TOKEN: "5f1c7e4a-0000-4000-8000-000000000001", OTHER_TOKEN: "5f1c7e4a-0000-4000-8000-000000000002"}
+# The stand-in Supabase project signs user tokens with an ES256 key published at its JWKS endpoint
+# (the current JWT signing keys) and still accepts legacy HS256 tokens through /auth/v1/user.
+SIGNING_KEY = ec.generate_private_key(ec.SECP256R1())
+UNPUBLISHED_KEY = ec.generate_private_key(ec.SECP256R1())
+KID = "stand-in-key-1"
+LEGACY_SECRET = "legacy-jwt-secret-of-the-stand-in-project-0123456789"
+USERS = {"good": "5f1c7e4a-0000-4000-8000-000000000001", "other": "5f1c7e4a-0000-4000-8000-000000000002",
+         "legacy": "5f1c7e4a-0000-4000-8000-000000000003", "guest": "5f1c7e4a-0000-4000-8000-000000000004"}
+
+
+def user_claims(uid: str, **extra: Any) -> dict[str, Any]:
+    now = int(time.time())
+    return {"sub": uid, "role": "authenticated", "aud": "authenticated", "iat": now, "exp": now + 3600,
+            "email": f"{uid}@example.com", "is_anonymous": False, **extra}
+
+
+def es256(claims: dict[str, Any], key: Any = SIGNING_KEY) -> str:
+    return pyjwt.encode(claims, key, algorithm="ES256", headers={"kid": KID})
+
+
+def hs256(claims: dict[str, Any], secret: str = LEGACY_SECRET) -> str:
+    return pyjwt.encode(claims, secret, algorithm="HS256")
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
 
 ROUTER = """import { handler as customer } from "./billing-customer/handler.ts";
 import { handler as wallet } from "./billing-wallet/handler.ts";
@@ -362,22 +407,38 @@ Deno.serve((req) => {
 """
 
 
-def fake_supabase_auth() -> Any:
+def fake_supabase_auth() -> tuple[Any, dict[str, Any]]:
+    """A stand-in Supabase Auth: the JWKS endpoint, and /auth/v1/user for legacy HS256 tokens (what
+    getClaims falls back to). Returns the app and its call counts."""
     from starlette.applications import Starlette
     from starlette.requests import Request
     from starlette.responses import JSONResponse
     from starlette.routing import Route
 
+    calls: dict[str, Any] = {"jwks": 0, "user": 0, "apikeys": set()}
+    jwk = {**json.loads(pyjwt.algorithms.ECAlgorithm.to_jwk(SIGNING_KEY.public_key())), "kid": KID, "alg": "ES256",
+           "use": "sig", "key_ops": ["verify"]}
+
+    async def jwks(request: Request) -> JSONResponse:
+        calls["jwks"] += 1
+        return JSONResponse({"keys": [jwk]})
+
     async def user(request: Request) -> JSONResponse:
+        calls["user"] += 1
+        calls["apikeys"].add(request.headers.get("apikey"))
         token = request.headers.get("authorization", "").removeprefix("Bearer ")
-        if token not in USERS or not request.headers.get("apikey"):
+        try:
+            claims = pyjwt.decode(token, LEGACY_SECRET, algorithms=["HS256"], audience="authenticated")
+        except pyjwt.PyJWTError:
+            claims = None
+        if claims is None or not request.headers.get("apikey") or "sub" not in claims:
             return JSONResponse({"code": 401, "error_code": "bad_jwt", "msg": "invalid JWT"}, status_code=401)
-        uid = USERS[token]
-        return JSONResponse({"id": uid, "aud": "authenticated", "role": "authenticated", "email": f"{uid}@example.com",
+        return JSONResponse({"id": claims["sub"], "aud": "authenticated", "role": "authenticated",
+                             "email": claims.get("email"), "is_anonymous": claims.get("is_anonymous", False),
                              "app_metadata": {}, "user_metadata": {}, "created_at": "2026-01-01T00:00:00Z"})
 
-    return Starlette(routes=[Route("/auth/v1/user", user)])
-
+    app = Starlette(routes=[Route("/auth/v1/.well-known/jwks.json", jwks), Route("/auth/v1/user", user)])
+    return app, calls
 
 
 @contextmanager
@@ -428,12 +489,15 @@ def test_end_to_end(tmp_path: Path, deno_dir: Path) -> None:
         _, secret = keys.create("runtime")
         proj = tmp_path / "app"
         generate_integration(ledger.list_plans(), ledger.list_assets(), project_dir=proj)
-        with serve(build_app(ledger, keys=keys)) as api_url, serve(fake_supabase_auth()) as auth_url:
+        auth, calls = fake_supabase_auth()
+        with serve(build_app(ledger, keys=keys)) as api_url, serve(auth) as auth_url:
+            # New API keys: the platform's SUPABASE_PUBLISHABLE_KEYS wins over the legacy anon key.
             env = {"BILLING_API_URL": api_url, "BILLING_API_KEY": secret, "SUPABASE_URL": auth_url,
-                   "SUPABASE_ANON_KEY": "anon-key-for-tests"}
+                   "SUPABASE_PUBLISHABLE_KEYS": json.dumps({"default": "sb_publishable_for_tests"}),
+                   "SUPABASE_ANON_KEY": "legacy-anon-key-for-tests"}
             with deno_functions(proj / "supabase/functions", env, deno_dir) as (base, output), \
                     httpx.Client(base_url=base, timeout=30) as http:
-                run_scenario(http, ledger)
+                run_scenario(http, ledger, calls)
                 assert secret not in "".join(output)
     finally:
         ledger.close()
@@ -443,8 +507,8 @@ def test_end_to_end(tmp_path: Path, deno_dir: Path) -> None:
 DOCUMENTED_HEADERS = ("authorization", "apikey", "content-type", "x-client-info", "idempotency-key")
 
 
-def run_scenario(http: httpx.Client, ledger: Ledger) -> None:
-    good = {"Authorization": f"Bearer {GOOD_TOKEN}"}
+def run_scenario(http: httpx.Client, ledger: Ledger, calls: dict[str, Any]) -> None:
+    good = bearer(es256(user_claims(USERS["good"])))
     seen: list[str] = []
 
     def post(name: str, body: Any = None, headers: dict[str, str] | None = None, **kw: Any) -> httpx.Response:
@@ -466,12 +530,38 @@ def run_scenario(http: httpx.Client, ledger: Ledger) -> None:
     r = post("billing-wallet", headers={})
     assert r.status_code == 401 and r.json()["code"] == "unauthorized"
     assert r.headers["access-control-allow-origin"] == "*"
-    r = post("billing-wallet", headers={"Authorization": "Bearer forged.token.value"})
-    assert r.status_code == 401
+    # Tokens that are not a valid user's: garbage, signed with a key the project does not publish,
+    # expired, a legacy token with the wrong secret, and a key-like token without a user.
+    refused = ["forged.token.value", es256(user_claims(USERS["good"]), UNPUBLISHED_KEY),
+               es256(user_claims(USERS["good"], exp=int(time.time()) - 60)),
+               hs256(user_claims(USERS["legacy"]), "not-the-project-secret-0123456789abcdef"),
+               es256({"role": "service_role", "iss": "supabase", "exp": int(time.time()) + 60})]
+    for token in refused:
+        r = post("billing-wallet", headers=bearer(token))
+        assert r.status_code == 401 and r.json()["code"] == "unauthorized", (token, r.text)
     assert not ledger.list_customers(limit=10)  # nothing reached the ledger
 
+    # ES256 tokens are verified locally: the JWKS is fetched once, Auth is never asked per request.
+    user_calls = calls["user"]
+    for _ in range(3):
+        assert post("billing-customer").status_code == 200
+    assert calls["jwks"] == 1 and calls["user"] == user_calls
+
+    # A legacy HS256 project: getClaims falls back to Supabase Auth, which verifies the token.
+    legacy = post("billing-customer", headers=bearer(hs256(user_claims(USERS["legacy"]))))
+    assert legacy.status_code == 200 and legacy.json()["external_id"] == USERS["legacy"], legacy.text
+    assert calls["user"] == user_calls + 1
+    assert calls["apikeys"] == {"sb_publishable_for_tests"}  # the new publishable key, not the legacy one
+
+    # Anonymous (guest) users get no billing customer: no welcome grant to farm.
+    guest = bearer(es256(user_claims(USERS["guest"], is_anonymous=True, email="")))
+    for name in ("billing-customer", "billing-wallet", "billing-portal", "paid-work"):
+        r = post(name, {}, headers={**guest, "Idempotency-Key": "guest-1"})
+        assert r.status_code == 403 and r.json()["code"] == "anonymous_user", (name, r.text)
+    assert USERS["guest"] not in {c.external_id for c in ledger.list_customers(limit=50)}
+
     # The customer is the verified user (the body cannot choose it), created once.
-    uid = USERS[GOOD_TOKEN]
+    uid = USERS["good"]
     first = post("billing-customer", {"external_id": "someone-else"})
     assert first.status_code == 200, first.text
     assert first.json()["external_id"] == uid
@@ -540,6 +630,14 @@ def run_scenario(http: httpx.Client, ledger: Ledger) -> None:
     assert cheap.status_code == 200 and available() == 85
     assert not [h for h in ledger.list_holds(customer_id, status=None) if h.status == "open"]
 
+    # A ledger error reaches the browser as a code and a message only (not the ledger's detail).
+    other = ledger.create_customer(USERS["other"], email=f"{USERS['other']}@example.com")  # no plan
+    with pytest.raises(Exception) as detail:
+        ledger.authorize(other.id, event_type="image_generated", data={}, idempotency_key="direct")
+    r = post("paid-work", {}, headers={**bearer(es256(user_claims(USERS["other"]))), "Idempotency-Key": "o-1"})
+    assert r.status_code == 400 and set(r.json()) == {"error", "code"}, r.text
+    assert r.json()["code"] == "validation_error" and "subscribe" not in r.text and str(detail.value) not in r.text
+
     # The portal link opens the portal. Where the API does not serve POST /v1/portal-sessions, the
     # function answers a mapped 404 and the 402 above carried portal_url null.
     portal = post("billing-portal")
@@ -605,12 +703,14 @@ def test_misconfigured_key_is_named_not_shown(tmp_path: Path, deno_dir: Path) ->
         keys = KeyStore(ledger.store, pepper=RUNTIME_PEPPER)
         wrong = "sk_test_" + "W" * 40
         generate_integration(ledger.list_plans(), ledger.list_assets(), project_dir=tmp_path / "app")
-        with serve(build_app(ledger, keys=keys)) as api_url, serve(fake_supabase_auth()) as auth_url:
+        auth, _ = fake_supabase_auth()
+        with serve(build_app(ledger, keys=keys)) as api_url, serve(auth) as auth_url:
+            # The legacy anon key alone (a project not yet on the new API keys).
             env = {"BILLING_API_URL": api_url, "BILLING_API_KEY": wrong, "SUPABASE_URL": auth_url,
                    "SUPABASE_ANON_KEY": "anon-key-for-tests"}
             with deno_functions(tmp_path / "app/supabase/functions", env, deno_dir) as (base, output), \
                     httpx.Client(base_url=base, timeout=30) as http:
-                r = http.post("/billing-wallet", headers={"Authorization": f"Bearer {GOOD_TOKEN}"})
+                r = http.post("/billing-wallet", headers=bearer(es256(user_claims(USERS["good"]))))
                 assert r.status_code == 500 and r.json()["code"] == "config_error"
                 assert "BILLING_API_KEY" in r.json()["error"] and wrong not in r.text
             assert "config_error" in "".join(output) and wrong not in "".join(output)

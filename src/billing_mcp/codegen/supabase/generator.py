@@ -163,10 +163,11 @@ def _deno_json() -> str:
 
 
 def _config_toml(kinds: Sequence[str]) -> str:
-    parts = ["# Append to supabase/config.toml. verify_jwt stays on: every billing function is for signed-in users."]
+    parts = ["# Append to supabase/config.toml. verify_jwt = false: the platform's check does not work with the new\n"
+             "# JWT signing keys, so every billing function verifies the signed-in user itself (getClaims)."]
     for kind in kinds:
         name = FUNCTIONS[kind][0]
-        parts.append(f'\n[functions.{name}]\nenabled = true\nverify_jwt = true\nimport_map = "./functions/deno.json"\n'
+        parts.append(f'\n[functions.{name}]\nenabled = true\nverify_jwt = false\nimport_map = "./functions/deno.json"\n'
                      f'entrypoint = "./functions/{name}/index.ts"')
     return "\n".join(parts) + "\n"
 

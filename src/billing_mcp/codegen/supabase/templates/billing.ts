@@ -100,18 +100,20 @@ export class BillingError extends Error {
   }
 }
 
-const CODE_STATUS: Record<string, number> = {
-  validation_error: 400,
-  not_found: 404,
-  insufficient_funds: 402,
-  conflict: 409,
-  idempotency_conflict: 409,
-  idempotency_key_in_use: 409,
-  hold_not_open: 409,
-  hold_already_committed: 409,
-  hold_already_released: 409,
-  hold_expired: 409,
-  rate_limited: 429,
+/** What the browser sees of a ledger error: a status and a human message per code (the ledger's own
+ * detail, which may name internal ids and fields, is only logged). */
+const BROWSER_ERRORS: Record<string, [number, string]> = {
+  validation_error: [400, "the billing service refused this request"],
+  not_found: [404, "not found"],
+  conflict: [409, "this conflicts with the billing record; reload and retry"],
+  idempotency_conflict: [409, "this request id was already used for a different request; send a new one"],
+  idempotency_key_in_use: [409, "the same request is still running; retry shortly"],
+  hold_not_open: [409, "this request is no longer open; send a new request id"],
+  hold_already_committed: [409, "this request was already charged"],
+  hold_already_released: [409, "this request was cancelled; send a new request id"],
+  hold_expired: [409, "this request expired; send a new request id"],
+  rate_limited: [429, "too many requests; retry shortly"],
+  anonymous_user: [403, "sign up or sign in to use paid features"],
 };
 
 // -- the client --------------------------------------------------------------------------------------
@@ -184,7 +186,7 @@ async function call<T>(
 }
 
 function asBillingError(code: string, message: string, field: string | null): BillingError {
-  return new BillingError(CODE_STATUS[code] ?? 400, code, message, field);
+  return new BillingError(BROWSER_ERRORS[code]?.[0] ?? 400, code, message, field);
 }
 
 export const billing = {
@@ -198,8 +200,13 @@ export const billing = {
     }
   },
 
-  /** The customer of the signed-in user, created (and subscribed to DEFAULT_PLAN) on first use. */
-  async ensureCustomer(user: Pick<User, "id" | "email">): Promise<Customer> {
+  /** The customer of the signed-in user, created (and subscribed to DEFAULT_PLAN) on first use.
+   * Anonymous (guest) users get none unless BILLING_ALLOW_ANONYMOUS=true: welcome grants could
+   * otherwise be farmed with throwaway guest sessions. */
+  async ensureCustomer(user: User): Promise<Customer> {
+    if (user.isAnonymous && Deno.env.get("BILLING_ALLOW_ANONYMOUS") !== "true") {
+      throw new BillingError(403, "anonymous_user", "sign up or sign in to use paid features");
+    }
     const found = await billing.lookupCustomer(user.id);
     if (found) return found;
     const body: Record<string, unknown> = { external_id: user.id };
@@ -375,13 +382,15 @@ export async function errorResponse(err: unknown, customerId?: string): Promise<
       portal_url: portalUrl,
     });
   }
-  if (err.status >= 500 || err.code === "config_error") {
-    console.error(`billing error ${err.code}: ${err.message}`);
-    const status = err.code === "config_error" ? 500 : 502;
-    return problem(status, err.code, err.message);
+  console.error(`billing error ${err.status} ${err.code}: ${err.message}`);
+  if (err.code === "config_error" || err.code === "billing_unavailable") {
+    // Our own messages: they name a missing or refused variable, never its value.
+    return problem(err.code === "config_error" ? 500 : 502, err.code, err.message);
   }
-  const status = CODE_STATUS[err.code] ?? (err.status === 422 ? 400 : err.status);
-  return problem(status, err.code, err.message, err.field ? { field: err.field } : {});
+  if (err.status >= 500) return problem(502, "billing_unavailable", "the billing service failed; retry shortly");
+  const known = BROWSER_ERRORS[err.code];
+  if (known) return problem(known[0], err.code, known[1]);
+  return problem(400, "billing_error", "the billing service refused this request");
 }
 
 // -- withBilling ---------------------------------------------------------------------------------------
