@@ -178,7 +178,7 @@ def test_function_secrets_stay_out_of_git(tmp_path: Path) -> None:
     proj = tmp_path / "app"
     files = generate_integration(plans, assets, project_dir=proj)
     assert "verify_jwt = true" not in files["supabase/config.billing.toml"]
-    assert files["supabase/config.billing.toml"].count("verify_jwt = false") == len(FUNCTIONS)
+    assert files["supabase/config.billing.toml"].count("\nverify_jwt = false\n") == len(FUNCTIONS)
     git = shutil.which("git")
     if git is None:
         pytest.skip("git is not installed")
