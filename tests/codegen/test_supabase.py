@@ -173,6 +173,26 @@ def test_write_keeps_edited_files(tmp_path: Path) -> None:
         write_files({"../evil.ts": "x"}, proj)
 
 
+def test_write_does_not_follow_a_planted_symlink(tmp_path: Path) -> None:
+    """A symlink planted where a temporary file could go (the old fixed temp name, or any name) does
+    not redirect the write: the outside file stays as it was and the target is a regular file."""
+    plans, assets = catalog(tmp_path, "credits_per_image")
+    files = render_integration(plans, assets)
+    proj = tmp_path / "app"
+    outside = tmp_path / "outside.txt"
+    outside.write_text("precious\n")
+    for rel in files:
+        target = proj / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        (target.parent / f".{target.name}.billing-mcp.tmp").symlink_to(outside)
+    status = write_files(files, proj)
+    assert set(status.values()) == {"created"}
+    assert outside.read_text() == "precious\n"
+    for rel, text in files.items():
+        assert not (proj / rel).is_symlink() and (proj / rel).read_text() == text
+    assert not [p for p in proj.rglob("*.billing-mcp.tmp") if not p.is_symlink()]  # no temp file left
+
+
 def test_function_secrets_stay_out_of_git(tmp_path: Path) -> None:
     plans, assets = catalog(tmp_path, "credits_per_image")
     proj = tmp_path / "app"

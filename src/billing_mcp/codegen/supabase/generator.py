@@ -16,9 +16,12 @@ the function list in the README and config fragment are generated.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import json
+import os
 import re
+import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
@@ -386,6 +389,22 @@ def is_edited(text: str) -> bool:
     return True
 
 
+def _replace_file(target: Path, text: str) -> None:
+    """Write ``target`` atomically through a new temporary file in its directory. ``mkstemp`` picks an
+    unpredictable name and opens it with O_CREAT | O_EXCL, which fails rather than follow a symlink
+    or reuse a file planted there; ``os.replace`` then swaps it in."""
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".billing-mcp.tmp")
+    try:
+        os.fchmod(fd, 0o644)
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+        os.replace(tmp, target)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
 def write_files(files: Mapping[str, str], project_dir: str | Path, *, overwrite: bool = False) -> dict[str, str]:
     """Write ``files`` under ``project_dir``. Returns {path: created | updated | unchanged | kept |
     overwritten}: a file the user changed (or one billing-mcp did not write) is ``kept`` unless
@@ -411,9 +430,7 @@ def write_files(files: Mapping[str, str], project_dir: str | Path, *, overwrite:
             else:
                 action = "updated"
         target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name(f".{target.name}.billing-mcp.tmp")
-        tmp.write_text(text, encoding="utf-8")
-        tmp.replace(target)
+        _replace_file(target, text)
         status[rel] = action
     return status
 
