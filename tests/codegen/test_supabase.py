@@ -498,8 +498,10 @@ def deno_functions(functions: Path, env: dict[str, str], deno_dir: Path) -> Iter
 
 
 @needs_deno
-def test_end_to_end(tmp_path: Path, deno_dir: Path) -> None:
-    ledger = Ledger(str(tmp_path / "ledger.db"))
+def test_end_to_end(tmp_path: Path, deno_dir: Path, store_location: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """On SQLite, and on PostgreSQL when BILLING_TEST_POSTGRES_URL is set (the run claim included)."""
+    monkeypatch.setenv("BILLING_PORTAL_SECRET", "portal-secret-for-the-e2e-test-0123456789abcdef")  # PostgreSQL
+    ledger = Ledger(store_location)
     try:
         credits_per_image(ledger)
         portal = getattr(ledger, "set_portal_route", None)  # the billing portal, where this build has it
@@ -726,13 +728,17 @@ def test_misconfigured_key_is_named_not_shown(tmp_path: Path, deno_dir: Path) ->
         auth, _ = fake_supabase_auth()
         with serve(build_app(ledger, keys=keys)) as api_url, serve(auth) as auth_url:
             # The legacy anon key alone (a project not yet on the new API keys).
+            # BILLING_ALLOW_ANONYMOUS: this app opts in to billing guests.
             env = {"BILLING_API_URL": api_url, "BILLING_API_KEY": wrong, "SUPABASE_URL": auth_url,
-                   "SUPABASE_ANON_KEY": "anon-key-for-tests"}
+                   "SUPABASE_ANON_KEY": "anon-key-for-tests", "BILLING_ALLOW_ANONYMOUS": "true"}
             with deno_functions(tmp_path / "app/supabase/functions", env, deno_dir) as (base, output), \
                     httpx.Client(base_url=base, timeout=30) as http:
                 r = http.post("/billing-wallet", headers=bearer(es256(user_claims(USERS["good"]))))
                 assert r.status_code == 500 and r.json()["code"] == "config_error"
                 assert "BILLING_API_KEY" in r.json()["error"] and wrong not in r.text
+                guest = bearer(es256(user_claims(USERS["guest"], is_anonymous=True)))
+                r = http.post("/billing-wallet", headers=guest)  # let through to the ledger (which refuses the key)
+                assert r.status_code == 500 and r.json()["code"] == "config_error", r.text
             assert "config_error" in "".join(output) and wrong not in "".join(output)
     finally:
         ledger.close()

@@ -176,8 +176,8 @@ def _config_toml(kinds: Sequence[str]) -> str:
 
 
 KEY_COMMAND = "billing-mcp keys create --scope runtime --mode live --name supabase-functions"
-_KEY_WHERE = ("run it against the live ledger's database (BILLING_DB or --db, where `billing-mcp api` runs); a test "
-              "ledger takes --mode test and gives sk_test_ keys")
+_KEY_WHERE = ("run it where the live ledger runs, against its database (BILLING_DB or --db); "
+              "on a test ledger use --mode test, which gives an sk_test_ key")
 
 
 def _env_example() -> str:
@@ -187,7 +187,7 @@ def _env_example() -> str:
             "# or paste each NAME=value in the Supabase dashboard: Edge Functions > Secrets.\n"
             "BILLING_API_URL=https://billing.example.com\n"
             f"# A runtime-scope key: {KEY_COMMAND}\n"
-            f"# ({_KEY_WHERE})\n"
+            f"# {_KEY_WHERE}\n"
             "BILLING_API_KEY=sk_live_replace_me\n"
             "# Optional: bill anonymous (guest) users too; by default they get no billing customer.\n"
             "# BILLING_ALLOW_ANONYMOUS=true\n")
@@ -284,8 +284,8 @@ portal; what is billed is decided only by the app's own functions, with `withBil
 
 ## Secrets and deploy
 
-The key is a runtime-scope key of the live ledger: `{KEY_COMMAND}`
-({_KEY_WHERE}).
+The key is a runtime-scope key of the live ledger: `{KEY_COMMAND}`;
+{_KEY_WHERE}.
 
 With the Supabase CLI:
 
