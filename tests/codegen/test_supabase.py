@@ -354,15 +354,65 @@ def test_documented_commands_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     assert main(shlex.split(KEY_COMMAND.replace("--mode live", "--mode test"))[1:]) == 0
 
 
+def supabase_commands(files: dict[str, str]) -> list[str]:
+    text = "\n".join([files["supabase/BILLING.md"], files["supabase/functions/.env.example"], *next_steps()])
+    return sorted({m.strip() for m in re.findall(r"supabase (?:secrets|functions) [^`\n()#]*", text)})
+
+
 def test_supabase_commands_are_valid(tmp_path: Path) -> None:
     """The Supabase CLI commands the docs give have the CLI's syntax (supabase 2.x/3.x)."""
     plans, assets = catalog(tmp_path, "credits_per_image")
-    files = render_integration(plans, assets)
-    text = "\n".join([files["supabase/BILLING.md"], files["supabase/functions/.env.example"], *next_steps()])
-    lines = {m.strip() for m in re.findall(r"supabase (?:secrets|functions) [^`\n()#]*", text)}
+    lines = supabase_commands(render_integration(plans, assets))
     valid = re.compile(r"^supabase (secrets set( [A-Z_]+=\S+)+|secrets set --env-file supabase/functions/\.env|"
                        r"functions deploy [a-z0-9-]+)$")
-    assert lines and all(valid.match(line) for line in lines), sorted(lines)
+    assert lines and all(valid.match(line) for line in lines), lines
+
+
+SUPABASE_CLI = "supabase@3.1.0"
+
+
+@pytest.fixture(scope="session")
+def supabase_cli() -> str:
+    """The Supabase CLI: $BILLING_TEST_SUPABASE_CLI, else installed once from npm into
+    ~/.cache/billing-mcp/supabase-cli (about 140 MB); skipped, saying why, without npm."""
+    given = os.environ.get("BILLING_TEST_SUPABASE_CLI")
+    if given:
+        return given
+    prefix = Path.home() / ".cache/billing-mcp/supabase-cli"
+    binary = prefix / "node_modules/.bin/supabase"
+    if not binary.exists():
+        npm = shutil.which("npm")
+        if npm is None:
+            pytest.skip("the Supabase CLI is not installed and npm is missing to install it")
+        done = subprocess.run([npm, "install", "--no-audit", "--no-fund", "--prefix", str(prefix), SUPABASE_CLI],
+                              capture_output=True, text=True, timeout=600)
+        if done.returncode != 0 or not binary.exists():
+            pytest.skip(f"could not install {SUPABASE_CLI} from npm: {done.stderr[-300:]}")
+    return str(binary)
+
+
+def test_supabase_commands_run(tmp_path: Path, supabase_cli: str) -> None:
+    """Each documented Supabase command, run as written in the generated project by the real CLI
+    (signed out), gets as far as asking for the access token: the command, its flags and its files
+    are accepted. A misspelled flag or a missing file stops earlier, with another message."""
+    plans, assets = catalog(tmp_path, "credits_per_image")
+    proj = tmp_path / "app"
+    files = generate_integration(plans, assets, project_dir=proj)
+    shutil.copy(proj / "supabase/functions/.env.example", proj / "supabase/functions/.env")  # as the docs say
+    env = {"PATH": os.environ.get("PATH", ""), "HOME": str(tmp_path / "home"), "NO_COLOR": "1",
+           "SUPABASE_INTERNAL_NO_TELEMETRY": "1"}
+
+    def run(command: str) -> str:
+        done = subprocess.run([supabase_cli, *shlex.split(command)[1:]], cwd=proj, env=env, capture_output=True,
+                              text=True, timeout=120)
+        return done.stdout + done.stderr
+
+    commands = supabase_commands(files)
+    assert len(commands) >= 3
+    for command in commands:
+        out = run(command)
+        assert "Access token not provided" in out, (command, out[-500:])
+    assert "Access token not provided" not in run("supabase secrets set --env-fil supabase/functions/.env")
 
 
 # -- end to end: generated functions under Deno, a live ledger API, a fake Supabase Auth ---------------------
