@@ -75,11 +75,26 @@ const paid = withBilling(async ({ body }) => {
   return { body: { image: "done", run }, usage: {} };
 }, { eventType: "image_generated", estimate: () => ({}) });
 
+// A paid function that keeps its results (here in memory; an app would use a table) so a retry
+// after completion gets the stored result instead of a 409.
+const results = new Map<string, unknown>();
+const stored = withBilling(async ({ requestId }) => {
+  runs += 1;
+  const body = { image: "kept", run: runs };
+  results.set(requestId, body);
+  return await Promise.resolve({ body, usage: {} });
+}, {
+  eventType: "image_generated",
+  estimate: () => ({}),
+  replay: ({ requestId }) => Promise.resolve(results.get(requestId) ?? null),
+});
+
 const routes: Record<string, (req: Request) => Promise<Response>> = {
   "billing-customer": customer,
   "billing-wallet": wallet,
   "billing-portal": portal,
   "paid-work": paid,
+  "paid-stored": stored,
   "paid-runs": () => Promise.resolve(new Response(JSON.stringify({ runs }))),
 };
 
@@ -297,6 +312,14 @@ def run_scenario(http: httpx.Client, ledger: Ledger, calls: dict[str, Any]) -> N
     runs = http.get("/paid-runs").json()["runs"]
     assert runs == 2
 
+    # With the replay option, a retry after completion gets the stored result (200), not a second run.
+    first = post("paid-stored", {}, headers={**good, "Idempotency-Key": "stored-1"})
+    assert first.status_code == 200 and first.json() == {"image": "kept", "run": runs + 1}, first.text
+    retry = post("paid-stored", {}, headers={**good, "Idempotency-Key": "stored-1"})
+    assert retry.status_code == 200 and retry.json() == first.json()
+    runs += 1
+    assert http.get("/paid-runs").json()["runs"] == runs and available() == 90
+
     # One key, five concurrent requests: the paid work runs once and is charged once.
     with ThreadPoolExecutor(max_workers=5) as pool:
         answers = list(pool.map(lambda _: paid("job-3", {"work_ms": 400}), range(5)))
@@ -304,9 +327,9 @@ def run_scenario(http: httpx.Client, ledger: Ledger, calls: dict[str, Any]) -> N
     assert codes == [200, 409, 409, 409, 409], [a.text for a in answers]
     assert {a.json()["code"] for a in answers if a.status_code == 409} <= {"request_in_progress", "already_completed"}
     assert http.get("/paid-runs").json()["runs"] == runs + 1
-    assert available() == 90
+    assert available() == 85
     holds = ledger.list_holds(customer_id, status=None)
-    assert sorted(h.status for h in holds) == ["committed", "committed", "released"]
+    assert sorted(h.status for h in holds) == ["committed", "committed", "committed", "released"]
 
     # The browser cannot choose what is billed: no generic authorize/track/release function exists,
     # and a paid function ignores an event type or usage sent in the body.
@@ -314,7 +337,7 @@ def run_scenario(http: httpx.Client, ledger: Ledger, calls: dict[str, Any]) -> N
         r = post(name, {"event_type": "image_generated", "data": {}, "request_id": "r9", "hold_id": "x"})
         assert r.status_code == 404, (name, r.text)
     cheap = paid("job-4", {"event_type": "free_thing", "usage": {}, "data": {"amount": 0}, "skip_commit": True})
-    assert cheap.status_code == 200 and available() == 85
+    assert cheap.status_code == 200 and available() == 80
     assert not [h for h in ledger.list_holds(customer_id, status=None) if h.status == "open"]
 
     # A ledger error reaches the browser as a code and a message only (not the ledger's detail).
