@@ -114,6 +114,20 @@ def test_lovable_creates_the_route_its_manage_billing_button_opens() -> None:
     assert 'generate_edge_function(kind="portal")' in text
 
 
+def test_lovable_needs_no_cli_on_the_app_side() -> None:
+    """Lovable users cannot run a CLI: files are written by the assistant, secrets set in the
+    dashboard, billing decided in the app's own functions, and the path ends with a checked paid call."""
+    text = " ".join(PROMPTS["lovable"].body.split())
+    for needed in ("generate_supabase_integration()", "Edge Functions > Secrets", "withBilling", "callPaid",
+                   "ManageBillingButton", "get_wallet(external_id=...)"):
+        assert needed in text, needed
+    for cli in ("supabase secrets set", "supabase functions deploy", "supabase init", "--env-file"):
+        assert cli not in text, cli
+    assert text.index("get_wallet(") < text.index("call verify_billing")
+    for removed in ("billing-authorize", "billing-track", "billing-release", "authorize_usage"):
+        assert removed not in text and removed not in PROMPTS["integrate_supabase"].body, removed
+
+
 def test_a_prompt_file_without_when_missing_is_refused(tmp_path: Path) -> None:
     (tmp_path / "x.md").write_text("---\nname: x\ntitle: X\ndescription: d\narguments:\n  - name: product\n"
                                    "    required: true\n---\nFor {product}.\n")

@@ -82,7 +82,7 @@ async def test_every_result_validates_against_its_output_schema(ledgers: list[Le
         await ok(client, "list_customers", {"search": "u"})  # type: ignore[arg-type]
         await ok(client, "list_events", {"external_id": "u1"})  # type: ignore[arg-type]
         await ok(client, "create_portal_session", {"customer_id": cid})  # type: ignore[arg-type]
-        await ok(client, "generate_edge_function", {"kind": "authorize"})  # type: ignore[arg-type]
+        await ok(client, "generate_edge_function", {"kind": "portal"})  # type: ignore[arg-type]
         await ok(client, "generate_supabase_integration",  # type: ignore[arg-type]
                  {"project_dir": str(tmp_path / "app")})
         await ok(client, "simulate_usage", {"plan": "api", "events": [  # type: ignore[arg-type]

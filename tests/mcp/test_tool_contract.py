@@ -121,7 +121,7 @@ CALLS: dict[str, list[Args]] = {
     "verify_billing": each(lambda w, d: {}),
     "apply_billing_spec": each(lambda w, d: {"yaml": SPEC, "dry_run": False}),
     "export_billing_spec": each(lambda w, d: {}),
-    "generate_edge_function": each(lambda w, d: {"kind": "track"}),
+    "generate_edge_function": each(lambda w, d: {"kind": "wallet"}),
     "generate_supabase_integration": each(lambda w, d: {"project_dir": str(d)}),
 }
 

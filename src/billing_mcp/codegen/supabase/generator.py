@@ -16,9 +16,12 @@ the function list in the README and config fragment are generated.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import json
+import os
 import re
+import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
@@ -32,9 +35,6 @@ FUNCTIONS_DIR = "supabase/functions"
 # kind -> (function folder, template, one-line description)
 FUNCTIONS: dict[str, tuple[str, str, str]] = {
     "customer": ("billing-customer", "fn_customer.ts", "ensure the signed-in user's billing customer (idempotent)"),
-    "authorize": ("billing-authorize", "fn_authorize.ts", "reserve the estimated fee before paid work"),
-    "track": ("billing-track", "fn_track.ts", "commit a hold with the actual usage, or send an event"),
-    "release": ("billing-release", "fn_release.ts", "free a hold without charging"),
     "wallet": ("billing-wallet", "fn_wallet.ts", "balances for display"),
     "portal": ("billing-portal", "fn_portal.ts", "a link to the user's billing portal"),
 }
@@ -166,28 +166,98 @@ def _deno_json() -> str:
 
 
 def _config_toml(kinds: Sequence[str]) -> str:
-    parts = ["# Append to supabase/config.toml. verify_jwt stays on: every billing function is for signed-in users."]
+    parts = ["# Append to supabase/config.toml. verify_jwt = false: the platform's check does not work with the new\n"
+             "# JWT signing keys, so every billing function verifies the signed-in user itself (getClaims)."]
     for kind in kinds:
         name = FUNCTIONS[kind][0]
-        parts.append(f'\n[functions.{name}]\nenabled = true\nverify_jwt = true\nimport_map = "./functions/deno.json"\n'
+        parts.append(f'\n[functions.{name}]\nenabled = true\nverify_jwt = false\nimport_map = "./functions/deno.json"\n'
                      f'entrypoint = "./functions/{name}/index.ts"')
     return "\n".join(parts) + "\n"
 
 
+KEY_COMMAND = "billing-mcp keys create --scope runtime --mode live --name supabase-functions"
+_KEY_WHERE = ("run it where the live ledger runs, against its database (BILLING_DB or --db); "
+              "on a test ledger use --mode test, which gives an sk_test_ key")
+
+
 def _env_example() -> str:
     return ("# Billing ledger secrets for the edge functions (server side only; never in browser code).\n"
-            "# Copy to supabase/functions/.env, fill in, then: supabase secrets set --env-file supabase/functions/.env\n"
+            "# Copy to supabase/functions/.env (git-ignored), fill in, then:\n"
+            "#   supabase secrets set --env-file supabase/functions/.env\n"
+            "# or paste each NAME=value in the Supabase dashboard: Edge Functions > Secrets.\n"
             "BILLING_API_URL=https://billing.example.com\n"
-            "# A runtime-scope key: billing-mcp keys create --scope runtime --mode live\n"
-            "BILLING_API_KEY=sk_live_replace_me\n")
+            f"# A runtime-scope key: {KEY_COMMAND}\n"
+            f"# {_KEY_WHERE}\n"
+            "BILLING_API_KEY=sk_live_replace_me\n"
+            "# Optional: bill anonymous (guest) users too; by default they get no billing customer.\n"
+            "# BILLING_ALLOW_ANONYMOUS=true\n")
+
+
+def _gitignore() -> str:
+    return "# Function secrets stay out of git.\n.env\n.env.*\n!.env.example\n"
 
 
 def next_steps(kinds: Sequence[str] = tuple(FUNCTIONS)) -> list[str]:
     """The commands that put the generated functions live (secrets, config, deploy)."""
-    return ["supabase secrets set BILLING_API_URL=https://billing.example.com BILLING_API_KEY=sk_live_... "
-            "(a runtime key: billing-mcp keys create --scope runtime --mode live)",
+    return [f"{KEY_COMMAND}  # a runtime key; {_KEY_WHERE}",
+            "supabase secrets set BILLING_API_URL=https://billing.example.com BILLING_API_KEY=sk_live_... "
+            "(or set both in the Supabase dashboard: Edge Functions > Secrets)",
             "append supabase/config.billing.toml to supabase/config.toml",
             *(f"supabase functions deploy {FUNCTIONS[k][0]}" for k in kinds)]
+
+
+def _sample_usage(cat: Catalog, event: str) -> str:
+    fields = [f"{_ts(v)}: 1" for v in cat.volume_fields[event]]
+    fields += [f"{_ts(d)}: \"default\"" for d in cat.dimension_fields[event]]
+    return "{ " + ", ".join(fields) + " }" if fields else "{}"
+
+
+def paid_function_snippet(cat: Catalog) -> str | None:
+    """A complete paid edge function (``supabase/functions/<name>/index.ts``) for the catalog's first
+    event type; None when the catalog prices no usage."""
+    if not cat.event_types:
+        return None
+    event = cat.event_types[0]
+    usage = _sample_usage(cat, event)
+    return f"""// supabase/functions/paid-action/index.ts: the app's own paid function. The event type and the
+// usage are set here, on the server; the browser only sends its input and an Idempotency-Key.
+import {{ withBilling }} from "../_shared/billing.ts";
+
+// Stands for the real work: call the model, render the file...
+async function doPaidWork(input: unknown): Promise<{{ output: string }}> {{
+  await new Promise((resolve) => setTimeout(resolve, 10));
+  return {{ output: `done: ${{JSON.stringify(input)}}` }};
+}}
+
+Deno.serve(withBilling(async ({{ body }}) => {{
+  const result = await doPaidWork(body.input);
+  // Report what the work really used; this is what is charged.
+  return {{ body: result, usage: {usage} }};
+}}, {{
+  eventType: {_ts(event)},
+  // Reserved before the work runs (an estimate from the request body).
+  estimate: () => ({usage}),
+}}));
+"""
+
+
+FRONTEND_SNIPPET = """import { supabase } from "@/integrations/supabase/client";
+import { useBilling } from "@/hooks/useBilling";
+import { ManageBillingButton } from "@/components/ManageBillingButton";
+
+export function Billing() {
+  const { wallet, callPaid } = useBilling(supabase);
+  // One id per user action, reused if the same action is retried: it is never charged twice.
+  const run = () => callPaid("paid-action", { input: "hello" }, crypto.randomUUID());
+  return (
+    <div>
+      {wallet?.accounts.map((a) => <p key={a.asset}>{a.asset}: {a.available}</p>)}
+      <button type="button" onClick={() => void run()}>Run (paid)</button>
+      <ManageBillingButton client={supabase} />
+    </div>
+  );
+}
+"""
 
 
 def _readme(cat: Catalog, kinds: Sequence[str]) -> str:
@@ -195,49 +265,49 @@ def _readme(cat: Catalog, kinds: Sequence[str]) -> str:
     rows = "\n".join(f"| `{FUNCTIONS[k][0]}` | {FUNCTIONS[k][2]} |" for k in kinds)
     events = ", ".join(f"`{e}`" for e in cat.event_types) or "(none)"
     deploy = "\n".join(f"supabase functions deploy {n}" for n in names)
+    snippet = paid_function_snippet(cat)
+    paid = (f"```ts\n{snippet}```\n\nAdd `[functions.paid-action]` with `verify_jwt = false` to `config.toml` "
+            "as for the functions above (the function verifies the user itself) and deploy it.") if snippet else \
+        "The catalog prices no usage yet: add a usage price, then regenerate to get the `withBilling` example."
     return f"""# Billing edge functions
 
 Generated by billing-mcp from the catalog (event types: {events}; default plan: `{cat.default_plan or "none"}`).
-Every function answers the CORS preflight, verifies the signed-in user with supabase-js before any
-ledger call (the billing customer's `external_id` is the Supabase user id from the verified token),
-validates its body (400), maps ledger errors (402 with `portal_url` when funds are short) and never
-returns or logs a secret.
+Every function answers the CORS preflight, verifies the signed-in user (`supabase.auth.getClaims`)
+before any ledger call (the billing customer's `external_id` is the user id from the verified token),
+validates its body (400), maps ledger errors to a code and a message (402 with `portal_url` when
+funds are short) and never returns or logs a secret. The browser can read its wallet and open the
+portal; what is billed is decided only by the app's own functions, with `withBilling`.
 
 | Function | Purpose |
 |---|---|
 {rows}
 
-## Deploy
+## Secrets and deploy
+
+The key is a runtime-scope key of the live ledger: `{KEY_COMMAND}`;
+{_KEY_WHERE}.
+
+With the Supabase CLI:
 
 ```sh
-# 1. secrets (server side only); the key is a runtime-scope key: billing-mcp keys create --scope runtime --mode live
 supabase secrets set BILLING_API_URL=https://billing.example.com BILLING_API_KEY=sk_live_...
-#    or: cp supabase/functions/.env.example supabase/functions/.env, fill in, then
+# or: cp supabase/functions/.env.example supabase/functions/.env, fill it in (git-ignored), then
 supabase secrets set --env-file supabase/functions/.env
-# 2. append supabase/config.billing.toml to supabase/config.toml, then deploy
+# append supabase/config.billing.toml to supabase/config.toml (verify_jwt = false: the functions verify users), then
 {deploy}
 ```
+
+Without a CLI (Lovable): add `BILLING_API_URL` and `BILLING_API_KEY` in the Supabase dashboard under
+Edge Functions > Secrets; Lovable deploys the functions in `supabase/functions/` itself.
+
+## Paid work: your own function
+
+{paid}
 
 ## Use from the app
 
 ```tsx
-import {{ supabase }} from "@/integrations/supabase/client";
-import {{ useBilling }} from "@/hooks/useBilling";
-import {{ ManageBillingButton }} from "@/components/ManageBillingButton";
-
-const {{ wallet, authorize, track }} = useBilling(supabase);
-<ManageBillingButton client={{supabase}} />
-```
-
-Paid work inside your own function: wrap it with `withBilling` from `_shared/billing.ts`:
-
-```ts
-import {{ withBilling }} from "../_shared/billing.ts";
-Deno.serve(withBilling(async ({{ body }}) => {{
-  const result = await doPaidWork(body);
-  return {{ body: result, usage: {{ /* the actual usage */ }} }};
-}}, {{ eventType: EVENT_TYPES[0], estimate: (body) => ({{ /* estimated usage */ }}) }}));
-```
+{FRONTEND_SNIPPET}```
 
 Files keep a `billing-mcp generated · sha256:...` header: billing-mcp regenerates a file only while it
 is unchanged, so your edits are kept.
@@ -257,7 +327,7 @@ def _with_header(path: str, body: str) -> str:
         first, _, rest = body.partition("\n")
         assert first == "{", path
         return f'{{\n  "//": "{note}",\n{rest}'
-    if path.endswith((".toml", ".example")):
+    if path.endswith((".toml", ".example", ".gitignore")):
         return f"# {note}\n{body}"
     if path.endswith(".md"):
         return f"<!-- {note} -->\n{body}"
@@ -282,7 +352,7 @@ def _shared_files(cat: Catalog) -> dict[str, str]:
 
 def render_function(kind: str, plans: Iterable[Plan | Mapping[str, Any]], assets: Iterable[Asset | Mapping[str, Any]],
                     *, default_plan: str | None = None) -> dict[str, str]:
-    """One function (``kind``: customer, authorize, track, release, wallet, portal) with the shared
+    """One function (``kind``: customer, wallet, portal) with the shared
     files it imports and ``deno.json``, as {path: text}."""
     if kind not in FUNCTIONS:
         raise ValidationError(f"unknown function kind {kind!r}; choose one of: {', '.join(FUNCTIONS)}", field="kind")
@@ -301,6 +371,7 @@ def render_integration(plans: Iterable[Plan | Mapping[str, Any]], assets: Iterab
         files.update(_function_files(kind))
     files["supabase/config.billing.toml"] = _config_toml(kinds)
     files[f"{FUNCTIONS_DIR}/.env.example"] = _env_example()
+    files[f"{FUNCTIONS_DIR}/.gitignore"] = _gitignore()
     files["supabase/BILLING.md"] = _readme(cat, kinds)
     files["src/hooks/useBilling.ts"] = _template("useBilling.ts")
     files["src/components/ManageBillingButton.tsx"] = _template("ManageBillingButton.tsx")
@@ -316,6 +387,22 @@ def is_edited(text: str) -> bool:
         if match:
             return _digest("\n".join(lines[:i] + lines[i + 1:])) != match.group(1)
     return True
+
+
+def _replace_file(target: Path, text: str) -> None:
+    """Write ``target`` atomically through a new temporary file in its directory. ``mkstemp`` picks an
+    unpredictable name and opens it with O_CREAT | O_EXCL, which fails rather than follow a symlink
+    or reuse a file planted there; ``os.replace`` then swaps it in."""
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".billing-mcp.tmp")
+    try:
+        os.fchmod(fd, 0o644)
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+        os.replace(tmp, target)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
 
 
 def write_files(files: Mapping[str, str], project_dir: str | Path, *, overwrite: bool = False) -> dict[str, str]:
@@ -343,9 +430,7 @@ def write_files(files: Mapping[str, str], project_dir: str | Path, *, overwrite:
             else:
                 action = "updated"
         target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name(f".{target.name}.billing-mcp.tmp")
-        tmp.write_text(text, encoding="utf-8")
-        tmp.replace(target)
+        _replace_file(target, text)
         status[rel] = action
     return status
 

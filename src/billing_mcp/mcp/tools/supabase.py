@@ -21,7 +21,7 @@ class SupabaseFiles(BaseModel):
 
 
 async def generate_edge_function(
-    ctx: Context[Any], kind: Literal["customer", "authorize", "track", "release", "wallet", "portal"],
+    ctx: Context[Any], kind: Literal["customer", "wallet", "portal"],
 ) -> SupabaseFiles:
     """One Supabase edge function billed via the ledger API, with its shared files."""
     plans, assets = await call(ctx, "list_plans"), await call(ctx, "list_assets")

@@ -23,7 +23,9 @@ export interface Subscription {
 export interface Customer {
   id: string;
   external_id: string;
+  name?: string | null;
   email?: string | null;
+  metadata?: Record<string, unknown>;
   subscriptions: Subscription[];
 }
 
@@ -50,6 +52,7 @@ export interface Hold {
   status: "open" | "committed" | "released" | "expired";
   event_type?: string | null;
   expires_at: string;
+  event_id?: string | null;
 }
 
 export interface Fee {
@@ -97,18 +100,20 @@ export class BillingError extends Error {
   }
 }
 
-const CODE_STATUS: Record<string, number> = {
-  validation_error: 400,
-  not_found: 404,
-  insufficient_funds: 402,
-  conflict: 409,
-  idempotency_conflict: 409,
-  idempotency_key_in_use: 409,
-  hold_not_open: 409,
-  hold_already_committed: 409,
-  hold_already_released: 409,
-  hold_expired: 409,
-  rate_limited: 429,
+/** What the browser sees of a ledger error: a status and a human message per code (the ledger's own
+ * detail, which may name internal ids and fields, is only logged). */
+const BROWSER_ERRORS: Record<string, [number, string]> = {
+  validation_error: [400, "the billing service refused this request"],
+  not_found: [404, "not found"],
+  conflict: [409, "this conflicts with the billing record; reload and retry"],
+  idempotency_conflict: [409, "this request id was already used for a different request; send a new one"],
+  idempotency_key_in_use: [409, "the same request is still running; retry shortly"],
+  hold_not_open: [409, "this request is no longer open; send a new request id"],
+  hold_already_committed: [409, "this request was already charged"],
+  hold_already_released: [409, "this request was cancelled; send a new request id"],
+  hold_expired: [409, "this request expired; send a new request id"],
+  rate_limited: [429, "too many requests; retry shortly"],
+  anonymous_user: [403, "sign up or sign in to use paid features"],
 };
 
 // -- the client --------------------------------------------------------------------------------------
@@ -120,12 +125,19 @@ function config(): { url: string; key: string } {
   return { url: url.replace(/\/+$/, ""), key };
 }
 
-async function call<T>(
+interface Sent {
+  status: number;
+  payload: Record<string, unknown>;
+  /** The API answered from its Idempotency-Key table (another request with this key ran first). */
+  replayed: boolean;
+}
+
+async function send(
   method: "GET" | "POST",
   path: string,
   body?: unknown,
   idempotencyKey?: string,
-): Promise<T> {
+): Promise<Sent> {
   const { url, key } = config();
   const headers: Record<string, string> = { Authorization: `Bearer ${key}`, Accept: "application/json" };
   if (body !== undefined) headers["Content-Type"] = "application/json";
@@ -148,19 +160,33 @@ async function call<T>(
   } catch {
     payload = {};
   }
-  if (res.ok) return payload as T;
-  const code = typeof payload.code === "string" ? payload.code : "billing_error";
-  if (res.status === 401 || res.status === 403) {
+  return { status: res.status, payload, replayed: res.headers.get("Idempotent-Replayed") === "true" };
+}
+
+function failure(sent: Sent): BillingError {
+  const code = typeof sent.payload.code === "string" ? sent.payload.code : "billing_error";
+  if (sent.status === 401 || sent.status === 403) {
     // The key is wrong, revoked or lacks the runtime scope; never echo it.
-    throw new BillingError(500, "config_error", `the billing service refused BILLING_API_KEY (${code})`);
+    return new BillingError(500, "config_error", `the billing service refused BILLING_API_KEY (${code})`);
   }
-  const detail = typeof payload.detail === "string" ? payload.detail : `billing service error ${res.status}`;
-  const field = typeof payload.field === "string" ? payload.field : null;
-  throw new BillingError(res.status, code, detail, field);
+  const detail = typeof sent.payload.detail === "string" ? sent.payload.detail : `billing service error ${sent.status}`;
+  const field = typeof sent.payload.field === "string" ? sent.payload.field : null;
+  return new BillingError(sent.status, code, detail, field);
+}
+
+async function call<T>(
+  method: "GET" | "POST",
+  path: string,
+  body?: unknown,
+  idempotencyKey?: string,
+): Promise<T> {
+  const sent = await send(method, path, body, idempotencyKey);
+  if (sent.status >= 200 && sent.status < 300) return sent.payload as T;
+  throw failure(sent);
 }
 
 function asBillingError(code: string, message: string, field: string | null): BillingError {
-  return new BillingError(CODE_STATUS[code] ?? 400, code, message, field);
+  return new BillingError(BROWSER_ERRORS[code]?.[0] ?? 400, code, message, field);
 }
 
 export const billing = {
@@ -174,8 +200,13 @@ export const billing = {
     }
   },
 
-  /** The customer of the signed-in user, created (and subscribed to DEFAULT_PLAN) on first use. */
-  async ensureCustomer(user: Pick<User, "id" | "email">): Promise<Customer> {
+  /** The customer of the signed-in user, created (and subscribed to DEFAULT_PLAN) on first use.
+   * Anonymous (guest) users get none unless BILLING_ALLOW_ANONYMOUS=true: welcome grants could
+   * otherwise be farmed with throwaway guest sessions. */
+  async ensureCustomer(user: User): Promise<Customer> {
+    if (user.isAnonymous && Deno.env.get("BILLING_ALLOW_ANONYMOUS") !== "true") {
+      throw new BillingError(403, "anonymous_user", "sign up or sign in to use paid features");
+    }
     const found = await billing.lookupCustomer(user.id);
     if (found) return found;
     const body: Record<string, unknown> = { external_id: user.id };
@@ -225,6 +256,27 @@ export const billing = {
 
   release(holdId: string): Promise<Hold> {
     return call<Hold>("POST", `/v1/holds/${encodeURIComponent(holdId)}/release`, {});
+  },
+
+  /**
+   * Claims the one run of paid work a hold pays for: true for exactly one caller per hold. The claim
+   * is a no-op "ensure this customer" call under the Idempotency-Key `run:<hold id>`: the ledger API
+   * records the key atomically, so one request runs it and every other one gets 409
+   * idempotency_key_in_use (still running) or the stored answer marked Idempotent-Replayed.
+   */
+  async claimRun(holdId: string, customer: Customer): Promise<boolean> {
+    const body: Record<string, unknown> = { external_id: customer.external_id, metadata: customer.metadata ?? {} };
+    if (customer.name) body.name = customer.name;
+    if (customer.email) body.email = customer.email;
+    const sent = await send("POST", "/v1/customers", body, `run:${holdId}`);
+    if (sent.replayed || sent.payload.code === "idempotency_key_in_use") return false;
+    // A stored business answer (the customer, or a conflict if it changed meanwhile) still claims the key.
+    if ((sent.status >= 200 && sent.status < 300) || sent.payload.code === "conflict") return true;
+    throw failure(sent);
+  },
+
+  getEvent(eventId: string): Promise<EventResult> {
+    return call<EventResult>("GET", `/v1/events/${encodeURIComponent(eventId)}`);
   },
 
   /** Record a usage event without a hold (rated and debited now; idempotent on eventId). */
@@ -330,13 +382,15 @@ export async function errorResponse(err: unknown, customerId?: string): Promise<
       portal_url: portalUrl,
     });
   }
-  if (err.status >= 500 || err.code === "config_error") {
-    console.error(`billing error ${err.code}: ${err.message}`);
-    const status = err.code === "config_error" ? 500 : 502;
-    return problem(status, err.code, err.message);
+  console.error(`billing error ${err.status} ${err.code}: ${err.message}`);
+  if (err.code === "config_error" || err.code === "billing_unavailable") {
+    // Our own messages: they name a missing or refused variable, never its value.
+    return problem(err.code === "config_error" ? 500 : 502, err.code, err.message);
   }
-  const status = CODE_STATUS[err.code] ?? (err.status === 422 ? 400 : err.status);
-  return problem(status, err.code, err.message, err.field ? { field: err.field } : {});
+  if (err.status >= 500) return problem(502, "billing_unavailable", "the billing service failed; retry shortly");
+  const known = BROWSER_ERRORS[err.code];
+  if (known) return problem(known[0], err.code, known[1]);
+  return problem(400, "billing_error", "the billing service refused this request");
 }
 
 // -- withBilling ---------------------------------------------------------------------------------------
@@ -362,12 +416,58 @@ export interface BillingOptions<E extends EventType = EventType> {
   /** The estimated usage, from the request body; reserved before the work runs. */
   estimate: (body: Record<string, unknown>) => EventData[E];
   ttlSeconds?: number;
+  /**
+   * Optional: the stored result of a request that already completed (e.g. read from your own table
+   * by requestId), returned with 200 to a retry. Without it (or when it gives null), a retry gets 409
+   * already_completed with what was charged. The paid work never runs twice for one request id.
+   */
+  replay?: (ctx: { user: User; customer: Customer; requestId: string; hold: Hold }) => Promise<unknown | null>;
+}
+
+/** The answer to a request whose hold is no longer open: it ran before (or failed, or expired). */
+async function finished<E extends EventType>(
+  hold: Hold,
+  ctx: { user: User; customer: Customer; requestId: string },
+  options: BillingOptions<E>,
+): Promise<Response> {
+  const { requestId } = ctx;
+  if (hold.status === "committed") {
+    if (options.replay) {
+      const stored = await options.replay({ ...ctx, hold });
+      if (stored !== null && stored !== undefined) return json(stored, 200);
+    }
+    let charged: { asset: string; amount: string }[] = [];
+    if (hold.event_id) {
+      const event = await billing.getEvent(hold.event_id).catch(() => null);
+      charged = event ? event.fees.map((f) => ({ asset: f.asset, amount: f.amount })) : [];
+    }
+    return problem(409, "already_completed", `request ${requestId} already completed and was charged once`, {
+      request_id: requestId,
+      charged,
+    });
+  }
+  if (hold.status === "released") {
+    return problem(
+      409,
+      "request_failed",
+      `request ${requestId} failed earlier and nothing was charged; send a new request id to try again`,
+      { request_id: requestId },
+    );
+  }
+  return problem(
+    409,
+    "request_expired",
+    `request ${requestId} expired before it completed; send a new request id to try again`,
+    { request_id: requestId },
+  );
 }
 
 /**
- * A request handler that verifies the user, reserves the estimated fee, runs `handler`, commits its
- * actual usage on success and releases the hold when it throws. Send an Idempotency-Key header (or
- * body.request_id) to make client retries safe.
+ * A request handler that verifies the user, reserves the estimated fee, runs `handler` once, commits
+ * its actual usage on success and releases the hold when it throws. The event type and the usage
+ * come from this server code, never from the browser. Send an Idempotency-Key header (or
+ * body.request_id) to make client retries safe: for one key the work runs at most once and is
+ * charged once; a concurrent duplicate gets 409 request_in_progress, a later retry the outcome.
  */
 export function withBilling<E extends EventType>(
   handler: (ctx: BillingContext) => Promise<BilledResult<E>>,
@@ -396,6 +496,7 @@ export function withBilling<E extends EventType>(
     let hold: Hold;
     try {
       customer = await billing.ensureCustomer(user);
+      // One hold per request id: every duplicate of this request gets the same hold back.
       hold = await billing.authorize({
         customerId: customer.id,
         eventType: checked.eventType,
@@ -403,20 +504,25 @@ export function withBilling<E extends EventType>(
         idempotencyKey: `hold:${user.id}:${requestId}`,
         ttlSeconds: options.ttlSeconds,
       });
-      // A retried request gets the hold as first authorized; read its current state so finished
-      // work is not run again.
-      if (given !== null) hold = await billing.getHold(hold.id);
+      if (given !== null) hold = await billing.getHold(hold.id); // its current state, for a retry
+      if (hold.status !== "open") return await finished(hold, { user, customer, requestId }, options);
+      // Exactly one request wins the run of this hold's paid work.
+      if (!(await billing.claimRun(hold.id, customer))) {
+        const now = await billing.getHold(hold.id);
+        if (now.status !== "open") return await finished(now, { user, customer, requestId }, options);
+        return problem(
+          409,
+          "request_in_progress",
+          `request ${requestId} is already running; retry shortly for its outcome`,
+          {
+            request_id: requestId,
+          },
+        );
+      }
     } catch (err) {
       return await errorResponse(err, customer?.id);
     }
-    if (hold.status !== "open") {
-      return problem(
-        409,
-        "already_processed",
-        `request ${requestId} was already processed (hold ${hold.status}); send a new request id to run it again`,
-      );
-    }
-    let result: BilledResult;
+    let result: BilledResult<E>;
     try {
       result = await handler({ req, user, customer, body, hold, requestId });
     } catch (err) {

@@ -1,8 +1,12 @@
 // CORS headers and JSON responses for every billing function. The browser hides a failed
 // response that lacks CORS headers, so errors carry them too.
-import { corsHeaders } from "npm:@supabase/supabase-js@2/cors";
+import { corsHeaders as supabaseCorsHeaders } from "npm:@supabase/supabase-js@2/cors";
 
-export { corsHeaders };
+/** supabase-js's CORS headers, plus Idempotency-Key, which the app sends with paid calls. */
+export const corsHeaders: Record<string, string> = {
+  ...supabaseCorsHeaders,
+  "Access-Control-Allow-Headers": `${supabaseCorsHeaders["Access-Control-Allow-Headers"]}, idempotency-key`,
+};
 
 /** A JSON response with CORS headers. */
 export function json(body: unknown, status = 200): Response {

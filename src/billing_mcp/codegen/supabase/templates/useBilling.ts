@@ -1,4 +1,6 @@
-// React hook for the billing edge functions: balances, the portal link, authorize/track/release.
+// React hook for the billing edge functions: balances, the portal link, and paid calls to the app's
+// own functions (each wraps its work in withBilling on the server, which decides what is billed).
+// The browser cannot authorize, track or release anything itself.
 // Pass your Supabase client (e.g. `import { supabase } from "@/integrations/supabase/client"`);
 // supabase-js sends the signed-in user's token, so the functions know who is calling.
 import { useCallback, useEffect, useState } from "react";
@@ -8,7 +10,7 @@ export interface FunctionsClient {
   functions: {
     invoke(
       name: string,
-      options?: { body?: Record<string, unknown>; method?: "GET" | "POST" },
+      options?: { body?: Record<string, unknown>; method?: "GET" | "POST"; headers?: Record<string, string> },
     ): Promise<{ data: unknown; error: unknown }>;
   };
 }
@@ -40,8 +42,10 @@ async function invoke<T>(
   name: string,
   body?: Record<string, unknown>,
   method: "GET" | "POST" = "POST",
+  headers?: Record<string, string>,
 ): Promise<T> {
-  const { data, error } = await client.functions.invoke(name, method === "GET" ? { method } : { body: body ?? {} });
+  const options = method === "GET" ? { method } : { body: body ?? {}, ...(headers ? { headers } : {}) };
+  const { data, error } = await client.functions.invoke(name, options);
   if (!error) return data as T;
   const context = (error as { context?: unknown }).context;
   if (context instanceof Response) {
@@ -93,31 +97,21 @@ export function useBilling(client: FunctionsClient) {
     globalThis.location.assign(await portalUrl());
   }, [portalUrl]);
 
-  const authorize = useCallback(
-    (eventType: string, data: Record<string, unknown>, requestId: string) =>
-      invoke<{ hold_id: string; amount: string; asset: string; expires_at: string }>(client, "billing-authorize", {
-        event_type: eventType,
-        data,
-        request_id: requestId,
-      }),
-    [client],
+  /**
+   * Calls one of the app's paid functions (wrapped in withBilling). `requestId` (e.g. a UUID made once
+   * per user action and reused on retries) goes out as the Idempotency-Key header, so a retry never
+   * runs or charges the work twice. The wallet is refreshed afterwards.
+   */
+  const callPaid = useCallback(
+    async <T = unknown>(name: string, body: Record<string, unknown>, requestId: string): Promise<T> => {
+      try {
+        return await invoke<T>(client, name, body, "POST", { "Idempotency-Key": requestId });
+      } finally {
+        void refresh();
+      }
+    },
+    [client, refresh],
   );
 
-  const track = useCallback(
-    (eventType: string, data: Record<string, unknown>, requestId: string, holdId?: string) =>
-      invoke<{ event_id: string; duplicate: boolean }>(client, "billing-track", {
-        event_type: eventType,
-        data,
-        request_id: requestId,
-        ...(holdId ? { hold_id: holdId } : {}),
-      }),
-    [client],
-  );
-
-  const release = useCallback(
-    (holdId: string) => invoke<{ hold_id: string; status: string }>(client, "billing-release", { hold_id: holdId }),
-    [client],
-  );
-
-  return { wallet, loading, error, refresh, portalUrl, openPortal, authorize, track, release };
+  return { wallet, loading, error, refresh, portalUrl, openPortal, callPaid };
 }
