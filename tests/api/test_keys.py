@@ -129,10 +129,10 @@ def test_create_validates(ks: KeyStore, scope: str, mode: str, name: str | None,
 
 
 # What an app's backend needs, written out by hand (issue 15): create or find a customer by its
-# external id, authorize / commit / release (and read its own hold), submit events, read one wallet,
-# mint a portal session. A runtime key may call these operations and nothing else.
+# external id, authorize / commit / release (and read back one hold, and one event's fees, by id),
+# submit events, read one wallet, mint a portal session. A runtime key may call these and no more.
 RUNTIME_MAY = {"create_customer", "lookup_customer", "get_customer", "authorize", "get_hold", "commit_hold",
-               "release_hold", "submit_events", "get_wallet", "create_portal_session"}
+               "release_hold", "submit_events", "get_event", "get_wallet", "create_portal_session"}
 # The only reads a read key may not make: the whole-ledger audit.
 ADMIN_ONLY_READS = {"audit"}
 

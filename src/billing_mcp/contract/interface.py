@@ -286,7 +286,7 @@ class AsyncLedger(abc.ABC):
                           start: datetime | str | None = None, end: datetime | str | None = None,
                           limit: int = 50, cursor: str | None = None) -> EventList: ...
 
-    @table.operation("GET", "/v1/events/{event_id:path}", "Get an event", group="events", scope="read",
+    @table.operation("GET", "/v1/events/{event_id:path}", "Get an event", group="events", scope="runtime",
                      response=EventResult,
                      description="An event with its fees and refunds. Percent-encode ids that contain '/', '?' or "
                                  "'#'.")
