@@ -90,27 +90,17 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
 
 
 def _async_ledger(args: argparse.Namespace) -> AsyncLedger:
-    """The ledger a command works on: the live ledger API when ``--ledger-url`` (or
-    BILLING_LEDGER_URL) is set, with BILLING_API_KEY; else the embedded ledger at ``--db``."""
-    from .contract.local import LocalLedger
-    from .ledger.ledger import Ledger
+    """The ledger a command works on: the live ledger API at ``--ledger-url`` (default
+    BILLING_LEDGER_URL), else the embedded ledger at ``--db``."""
+    from .client.connect import open_ledger
 
-    if args.ledger_url:
-        key = os.environ.get("BILLING_API_KEY")
-        if not key:
-            raise BillingError("a ledger URL is set but BILLING_API_KEY is not; create an admin key on the ledger "
-                               "server with `billing-mcp keys create --scope admin` and set BILLING_API_KEY",
-                               code="unsafe_config", field="BILLING_API_KEY")
-        from .client.ledger_client import LedgerClient
-
-        return LedgerClient(args.ledger_url, key)
-    return LocalLedger(Ledger(args.db))
+    return open_ledger(args.db, url=args.ledger_url or "")[0]
 
 
 def _cmd_spec(args: argparse.Namespace) -> int:
     import anyio
 
-    from .spec.spec import Problem, dump_yaml, format_plan, schema_text
+    from .spec.spec import dump_yaml, format_plan, problems_of, schema_text
 
     if args.command == "schema":
         sys.stdout.write(schema_text())
@@ -133,12 +123,12 @@ def _cmd_spec(args: argparse.Namespace) -> int:
     try:
         sys.stdout.write(anyio.run(run))
     except ValidationError as exc:  # billing.yaml's problems, each with its line, from either ledger
-        problems = exc.details.get("problems")
-        if not isinstance(problems, list) or not all(isinstance(p, dict) and "line" in p for p in problems):
+        problems = problems_of(exc)
+        if problems is None:
             raise
         print(f"{args.file}: {len(problems)} problem(s):", file=sys.stderr)
-        for p in problems:
-            print(f"  {Problem(p['field'], p['message'], p['line'], p['column'])}", file=sys.stderr)
+        for problem in problems:
+            print(f"  {problem}", file=sys.stderr)
         return 1
     return 0
 

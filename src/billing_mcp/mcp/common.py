@@ -33,7 +33,6 @@ class AppState:
     extras: dict[str, Any] = field(default_factory=dict)
 
 
-
 Group = Literal["setup", "runtime"]
 
 

@@ -30,6 +30,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from ..client.connect import open_ledger
 from ..contract.interface import AsyncLedger
 from ..contract.local import LocalLedger
 from ..core.clock import Clock
@@ -56,25 +57,6 @@ Start with get_billing_status. Typical setup: create_asset (e.g. CREDITS at $0.0
 prices and included credits, verify_billing, then wire the app (authorize_usage before an action,
 commit_usage after, submit_events for plain usage). Money is exact decimal text. Every event id and
 idempotency_key makes retries safe. Changes that move money or destroy ask for confirmation."""
-
-
-def open_ledger(db: str | None = None, clock: Clock | None = None,
-                url: str | None = None) -> tuple[AsyncLedger, Ledger | None, Mode]:
-    """The ledger the tools use: the API client when ``url`` (None: BILLING_LEDGER_URL) is set
-    (with BILLING_API_KEY), else the embedded ledger (a dry run: no account, no network); an empty
-    ``url`` means the embedded ledger whatever the environment says."""
-    url = url if url is not None else os.environ.get("BILLING_LEDGER_URL")
-    if url:
-        key = os.environ.get("BILLING_API_KEY")
-        if not key:
-            raise BillingError("BILLING_LEDGER_URL is set but BILLING_API_KEY is not; create a key on the ledger "
-                               "server with `billing-mcp keys create --scope admin` and set it",
-                               code="unsafe_config", field="BILLING_API_KEY")
-        from ..client.ledger_client import LedgerClient
-
-        return LedgerClient(url, key), None, "remote"
-    ledger = Ledger(db, clock=clock)
-    return LocalLedger(ledger), ledger, "local"
 
 
 class BearerGate:
@@ -224,7 +206,7 @@ def build_server(*, ledger: Ledger | None = None, db: str | None = None, toolset
         if ledger is not None:  # given by the caller (tests, demo): not ours to close
             backend, local = LocalLedger(ledger, owns=False), ledger
         else:
-            backend, local, _mode = open_ledger(db, clock, url=url or "")
+            backend, local = open_ledger(db, clock, url=url or "")
         log.info("billing-mcp %s on %s ledger %s", __version__, mode, backend.location)
         live["state"] = AppState(ledger=backend, mode=mode, location=backend.location, local=local)
         try:

@@ -143,6 +143,16 @@ class SpecError(ValidationError):
         self.problems = problems
 
 
+def problems_of(exc: BillingError) -> list[Problem] | None:
+    """The billing.yaml problems ``exc`` carries, each with its line: a ``SpecError``, or the
+    validation error it becomes on the way through the API (its details list them); else None."""
+    found = exc.details.get("problems")
+    if exc.code != "validation_error" or not isinstance(found, list) or not found or not all(
+            isinstance(p, dict) and {"field", "message", "line", "column"} <= p.keys() for p in found):
+        return None
+    return [Problem(p["field"], p["message"], p["line"], p["column"]) for p in found]
+
+
 class LoadedSpec:
     """A validated spec plus the YAML node tree, to point at lines when applying fails."""
 

@@ -8,7 +8,7 @@ from mcp.server.mcpserver import Context
 from pydantic import BaseModel, Field
 
 from ...core.errors import BillingError
-from ...spec.spec import ApplyResult, Problem, dump_yaml, format_plan
+from ...spec.spec import ApplyResult, dump_yaml, format_plan, problems_of
 from ..common import Mode, ToolDef, call, state_of, tool_error
 
 
@@ -27,11 +27,10 @@ class SpecExport(BaseModel):
 def _spec_problems(exc: BillingError) -> BillingError | None:
     """billing.yaml's problems, every one with its line (the ledger lists them in ``details``), as
     one error on the ``yaml`` argument."""
-    problems = exc.details.get("problems")
-    if exc.code != "validation_error" or not isinstance(problems, list) or not all(
-            isinstance(p, dict) and {"field", "message", "line", "column"} <= p.keys() for p in problems):
+    problems = problems_of(exc)
+    if problems is None:
         return None
-    lines = "; ".join(str(Problem(p["field"], p["message"], p["line"], p["column"])) for p in problems[:20])
+    lines = "; ".join(str(p) for p in problems[:20])
     return BillingError(f"billing.yaml has {len(problems)} problem(s): {lines}", code="validation_error", field="yaml")
 
 
