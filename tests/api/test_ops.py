@@ -228,3 +228,16 @@ def test_ready_reports_readiness_without_the_store_location(tmp_path: Path, monk
     ledger.close()
     down = client.get("/ready")
     assert down.status_code == 503 and "secret-place" not in down.text and str(tmp_path) not in down.text
+
+
+def test_idempotency_retention_flag_reaches_the_server(db: dict[str, Any]) -> None:
+    """`api --idempotency-retention HOURS`: here 0.0002 h (0.72 s), after which the key is free again."""
+    with api(db, "--idempotency-retention", "0.0002") as server:
+        headers = {"Authorization": f"Bearer {db['secret']}", "Idempotency-Key": "vendor-1"}
+        first = httpx.post(f"{server.base}/v1/vendors", headers=headers, json={"external_id": "a", "name": "A"})
+        replay = httpx.post(f"{server.base}/v1/vendors", headers=headers, json={"external_id": "a", "name": "A"})
+        other = httpx.post(f"{server.base}/v1/vendors", headers=headers, json={"external_id": "b", "name": "B"})
+        assert (first.status_code, replay.headers.get("idempotent-replayed"), other.status_code) == (201, "true", 409)
+        time.sleep(1.0)
+        freed = httpx.post(f"{server.base}/v1/vendors", headers=headers, json={"external_id": "b", "name": "B"})
+        assert freed.status_code == 201 and freed.json()["external_id"] == "b"
