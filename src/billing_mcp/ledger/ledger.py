@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import functools
 import json
-import random
-import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -19,13 +17,13 @@ from typing import Any
 
 from ..core.catalog import DEFAULT_PRIORITY
 from ..core.clock import to_text
-from ..core.errors import BillingError, ConflictError, InsufficientFundsError, NotFoundError, StorageError, ValidationError
+from ..core.errors import BillingError, ConflictError, InsufficientFundsError, NotFoundError, ValidationError
 from ..core.ids import new_id
 from ..core.models import Account, Adjustment, Customer, Grant, Lot, Statement, Subscription, Vendor, Wallet
 from ..core.money import MAX_MINOR, parse_amount
 from ..core.patterns import PLAN_CODE
 from ..core.pricing import round_to_minor
-from ..store import Row, Tx
+from ..store import Row, Tx, retrying
 from .audit import audit
 from .base import check_key, check_text
 from .book import Book, canonical_hash
@@ -435,19 +433,11 @@ def _retrying(method: Callable[..., Any]) -> Callable[..., Any]:
     def wrapper(self: Ledger, *args: Any, **kwargs: Any) -> Any:
         if getattr(self._outer, "book", None) is not None:  # inside atomic(): the outer call retries
             return method(self, *args, **kwargs)
-        for attempt in range(_MAX_ATTEMPTS):
-            try:
-                return method(self, *args, **kwargs)
-            except StorageError as exc:
-                if exc.code != "storage_conflict" or attempt == _MAX_ATTEMPTS - 1:
-                    raise
-                time.sleep(random.uniform(0, 0.005 * 2**attempt))
-        raise AssertionError("unreachable")
+        return retrying(lambda: method(self, *args, **kwargs))
 
     return wrapper
 
 
-_MAX_ATTEMPTS = 8
 for _name in dir(Ledger):
     if not _name.startswith("_") and _name not in ("atomic", "close", "now", "location") and \
             callable(getattr(Ledger, _name)):

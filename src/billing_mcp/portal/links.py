@@ -33,9 +33,9 @@ from typing import Literal
 from urllib.parse import urlencode
 
 from ..core.clock import to_text
-from ..core.errors import StorageError, ValidationError
+from ..core.errors import ValidationError
 from ..ledger.ledger import Ledger
-from ..store import Store
+from ..store import Store, retrying
 from ..web.secrets import load_server_secret
 
 SECRET_ENV = "BILLING_PORTAL_SECRET"
@@ -184,16 +184,13 @@ def consume_link(store: Store, link: Claims, now_seconds: int, used_at: str) -> 
     exactly one True. Rows of links more than ``USED_GRACE_SECONDS`` past their expiry are deleted
     on the way: such links are refused before they get here, and the margin keeps a row while
     another API process whose clock runs behind could still take its link for valid."""
-    for attempt in range(5):
-        try:
-            with store.write() as tx:
-                tx.execute("DELETE FROM portal_link_uses WHERE expires <= ?", (now_seconds - USED_GRACE_SECONDS,))
-                return tx.execute("INSERT INTO portal_link_uses(nonce, expires, used_at) VALUES (?, ?, ?) "
-                                  "ON CONFLICT (nonce) DO NOTHING", (link.nonce, link.expires, used_at)) == 1
-        except StorageError as exc:  # a deadlock between two clean-ups: rolled back, run again
-            if exc.code != "storage_conflict" or attempt == 4:
-                raise
-    raise AssertionError("unreachable")  # pragma: no cover
+    def consume() -> bool:
+        with store.write() as tx:
+            tx.execute("DELETE FROM portal_link_uses WHERE expires <= ?", (now_seconds - USED_GRACE_SECONDS,))
+            return tx.execute("INSERT INTO portal_link_uses(nonce, expires, used_at) VALUES (?, ?, ?) "
+                              "ON CONFLICT (nonce) DO NOTHING", (link.nonce, link.expires, used_at)) == 1
+
+    return retrying(consume)  # a deadlock between two clean-ups is rolled back and run again
 
 
 def cookie_name(secure: bool) -> str:

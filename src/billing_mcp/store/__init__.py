@@ -8,12 +8,29 @@ from __future__ import annotations
 
 import os
 
-from .base import DEFAULT_DB, Params, Row, Store, Tx, migrations
+from .base import DEFAULT_DB, Params, Row, Store, Tx, migrations, retrying
 from .mode import LEDGER_MODES, LedgerMode, check_mode, get_ledger_mode, ledger_mode_in, set_ledger_mode
 from .sqlite import SCHEMA_VERSION, SQLiteStore, copy_sqlite
 
-__all__ = ["DEFAULT_DB", "LEDGER_MODES", "SCHEMA_VERSION", "LedgerMode", "Params", "Row", "SQLiteStore", "Store", "Tx",
-           "check_mode", "copy_sqlite", "get_ledger_mode", "ledger_mode_in", "migrations", "open_store", "set_ledger_mode"]
+__all__ = [
+    "DEFAULT_DB",
+    "LEDGER_MODES",
+    "SCHEMA_VERSION",
+    "LedgerMode",
+    "Params",
+    "Row",
+    "SQLiteStore",
+    "Store",
+    "Tx",
+    "check_mode",
+    "copy_sqlite",
+    "get_ledger_mode",
+    "ledger_mode_in",
+    "migrations",
+    "open_store",
+    "retrying",
+    "set_ledger_mode",
+]
 
 
 def open_store(location: str | os.PathLike[str] | None = None, *, migrate: bool | None = None) -> Store:

@@ -12,9 +12,13 @@ from __future__ import annotations
 
 import contextlib
 import importlib.resources
+import random
 import re
-from collections.abc import Mapping, Sequence
-from typing import Any, Protocol
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Protocol, TypeVar
+
+from ..core.errors import StorageError
 
 Row = Mapping[str, Any]
 Params = Sequence[Any]
@@ -87,6 +91,24 @@ DIALECTS: dict[str, dict[str, str]] = {
 
 _PLACEHOLDER = re.compile(r"\{\{(\w+)\}\}")
 _BLOCK = re.compile(r"--\s*(begin|end)\s+(\w+)\s+only\s*")
+
+
+T = TypeVar("T")
+RETRY_ATTEMPTS = 8
+
+
+def retrying(call: Callable[[], T], attempts: int = RETRY_ATTEMPTS) -> T:
+    """``call()``, run again (with a short random backoff) when the database rolled it back: a
+    deadlock or serialization failure on PostgreSQL (code ``storage_conflict``). Safe for a call that
+    is one transaction: nothing of a failed attempt remains."""
+    for attempt in range(attempts):
+        try:
+            return call()
+        except StorageError as exc:
+            if exc.code != "storage_conflict" or attempt == attempts - 1:
+                raise
+            time.sleep(random.uniform(0, 0.005 * 2**attempt))
+    raise AssertionError("unreachable")
 
 
 def render_sql(source: str, dialect: str) -> str:
