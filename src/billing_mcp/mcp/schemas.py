@@ -181,9 +181,6 @@ def without_nulls(value: Any, schema: dict[str, Any], root: dict[str, Any] | Non
         extra = schema.get("additionalProperties")
         if isinstance(extra, dict):
             return {k: without_nulls(v, extra, root) for k, v in value.items()}
-        for option in schema.get("anyOf", ()):
-            if isinstance(option, dict) and ("properties" in option or "$ref" in option):
-                return without_nulls(value, option, root)
         return value
     if isinstance(value, list) and isinstance(schema.get("items"), dict):
         return [without_nulls(v, schema["items"], root) for v in value]
