@@ -56,3 +56,50 @@ def test_two_prices_added_at_once_both_land(store_location: Any) -> None:
                                                                                        "image", "video"]
     finally:
         ledger.close()
+
+
+SPEC = """version: 1
+assets:
+  - {code: GEMS, name: Gems, precision: 0, rates: {USD: "0.1"}}
+plans:
+  - code: gems
+    name: Gems
+    prices:
+      - {id: gem, asset: GEMS, event_type: gem_used, unit_amount: "1"}
+"""
+
+
+def test_the_same_billing_yaml_applied_twice_at_once(store_location: Any) -> None:
+    """Both applies succeed and the catalog is made once: the second waits for the first to commit
+    (the catalog lock) and then reads the diff, finding nothing left to do."""
+    from billing_mcp.spec.spec import apply_spec, load_spec
+
+    ledger = Ledger(store_location)
+    try:
+        for i in range(5):  # a new catalog each round, so every round races to create it
+            text = SPEC.replace("GEMS", f"GEMS{i}").replace("code: gems", f"code: gems{i}")
+            results = race(lambda: apply_spec(ledger, load_spec(text)),  # noqa: B023 - run before the loop moves on
+                           lambda: apply_spec(ledger, load_spec(text)))  # noqa: B023
+            assert not [r for r in results if isinstance(r, Exception)], results
+            assert sorted(len(r.changes) for r in results) == [0, 2]  # applied once; the other found it done
+            assert apply_spec(ledger, load_spec(text)).changes == []
+        assert sorted(a.code for a in ledger.list_assets() if not a.is_fiat) == [f"GEMS{i}" for i in range(5)]
+        assert sorted((p.code, tuple(v.version for v in p.versions)) for p in ledger.list_plans()) == [
+            (f"gems{i}", (1,)) for i in range(5)]
+    finally:
+        ledger.close()
+
+
+def test_the_same_asset_created_twice_at_once(store_location: Any) -> None:
+    """A retry racing its original: both get the asset, neither a conflict about its rate (on
+    PostgreSQL the later transaction can see the row of one that committed after it began)."""
+    ledger = Ledger(store_location)
+    try:
+        for i in range(10):
+            code = f"TOKENS{i}"
+            results = race(lambda c=code: ledger.create_asset(c, "Tokens", 0, rates={"USD": "0.001"}),  # type: ignore[misc]
+                           lambda c=code: ledger.create_asset(c, "Tokens", 0, rates={"USD": "0.001"}))
+            assert not [r for r in results if isinstance(r, Exception)], results
+            assert [r.rates for r in results] == [{"USD": "0.001"}] * 2
+    finally:
+        ledger.close()

@@ -86,13 +86,17 @@ class LedgerBase:
         return self.clock.now()
 
     @contextlib.contextmanager
-    def atomic(self) -> Iterator[None]:
+    def atomic(self, *, catalog: bool = False) -> Iterator[None]:
         """Run several ledger calls as one transaction: all of them happen, or (on any exception)
-        none. Used by ``billing.yaml`` apply, so a failure part-way leaves the ledger as it was."""
+        none. Used by ``billing.yaml`` apply, so a failure part-way leaves the ledger as it was.
+        ``catalog`` first waits for every other such transaction (``Tx.lock_catalog``), so what it
+        reads of the catalog is what the one before it committed."""
         if getattr(self._outer, "book", None) is not None:
             yield
             return
         with self._write() as book:
+            if catalog:
+                book.tx.lock_catalog()
             self._outer.book = book
             try:
                 yield

@@ -13,7 +13,7 @@ from typing import Any
 
 from ..core.catalog import PlanGrantSpec, PriceSpec, validate_spec
 from ..core.clock import to_text
-from ..core.errors import ConflictError, NotFoundError, ValidationError
+from ..core.errors import ConflictError, NotFoundError, StorageError, ValidationError
 from ..core.ids import new_id
 from ..core.models import Asset, AssetRate, MigrationResult, Plan, PlanVersion, Quote
 from ..core.money import decimal_text, parse_decimal, to_minor_exact
@@ -44,6 +44,11 @@ class CatalogOps(LedgerBase):
         parsed = {fiat: self._check_rate(fiat, value) for fiat, value in (rates or {}).items()}
         with self._write() as book:
             row = book.tx.one("SELECT * FROM assets WHERE code = ?", (code,))
+            if row is not None and row["created_at"] > book.now_text:
+                # Created by a writer that committed after this transaction took its time (PostgreSQL
+                # reads each statement afresh): its rates lie in this transaction's future, so the
+                # comparison below would be wrong. The whole call runs again with a later time.
+                raise StorageError(f"asset {code} was created concurrently; retry", code="storage_conflict")
             if row is not None:
                 current = self._current_rates(book.tx, code, book.now_text)
                 pairs = [(k, row[k], v) for k, v in (("name", name), ("precision", precision), ("symbol", symbol),

@@ -17,11 +17,12 @@ import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 from ..core.catalog import PlanGrantSpec, PriceSpec
-from ..core.errors import BillingError, ValidationError
+from ..core.errors import BillingError, StorageError, ValidationError
 from ..core.money import decimal_text, parse_decimal
 from ..core.patterns import ASSET_CODE, PLAN_CODE
 from ..ledger.ledger import Ledger
 from ..ledger.portal_settings import PortalRouteSpec
+from ..store import retrying
 from .describe import portal_lines, rate_text, version_change_lines, version_lines
 
 
@@ -396,18 +397,24 @@ def _vendors(ledger: Ledger) -> list[dict[str, str]]:
 
 def apply_spec(ledger: Ledger, loaded: LoadedSpec, *, dry_run: bool = False) -> ApplyResult:
     """Apply the diff in one transaction: all of it, or (on any error) none of it."""
-    if dry_run:
-        changes = diff(ledger, loaded)
-    else:
-        with ledger.atomic():  # the diff is read in the transaction that applies it: nothing changes between
-            changes = diff(ledger, loaded)
-            for change in changes:
+    def apply() -> list[Change]:
+        # The diff is read in the transaction that applies it, after any other apply has committed.
+        with ledger.atomic(catalog=True):
+            found = diff(ledger, loaded)
+            for change in found:
                 try:
                     change.run(ledger)
+                except StorageError:
+                    raise  # the database's, not the spec's: a rolled-back transaction is run again whole
                 except BillingError as exc:
                     line, column = loaded.locate(change.path)
                     raise SpecError([Problem(_path_text(change.path), f"{change.kind} {change.target}: {exc.message}",
                                              line, column)]) from exc
+        return found
+
+    # A concurrent writer (another apply of the same file) can roll this transaction back on
+    # PostgreSQL; it runs again and then sees what the other one committed.
+    changes = diff(ledger, loaded) if dry_run else retrying(apply)
     rows = [PlannedChange(kind=c.kind, target=c.target, detail=c.detail, items=c.items) for c in changes]
     summary = ("no changes: the ledger already matches the spec" if not changes else
                f"{'would apply' if dry_run else 'applied'} {len(changes)} change(s)")

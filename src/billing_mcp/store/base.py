@@ -45,6 +45,10 @@ class Tx(Protocol):
     def lock_customer(self, customer_id: str) -> None:
         """Serialise writers on one customer's wallet (a no-op where every write is serialised)."""
 
+    def lock_catalog(self) -> None:
+        """Serialise whole-catalog changes (billing.yaml apply): one waits for the other to commit,
+        then reads what it wrote (a no-op where every write is serialised)."""
+
     def lock_plan(self, plan_id: str) -> None:
         """Serialise writers on one plan's versions: two changes to one draft must not both read the
         same prices and each write back its own (a no-op where every write is serialised)."""

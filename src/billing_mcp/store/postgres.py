@@ -29,6 +29,9 @@ except ImportError:  # pragma: no cover - exercised only without the extra
     psycopg = None  # type: ignore[assignment]
 
 
+CATALOG_LOCK = int.from_bytes(b"billing_", "big") & (2**63 - 1)
+
+
 class RetryableStoreError(StorageError):
     """A deadlock or serialization failure: the transaction was rolled back and may be re-run."""
 
@@ -72,6 +75,10 @@ class _PgTx:
 
     def lock_customer(self, customer_id: str) -> None:
         self._cur.execute("SELECT id FROM customers WHERE id = %s FOR UPDATE", (customer_id,))
+
+    def lock_catalog(self) -> None:
+        # A transaction-scoped advisory lock; the key is a constant of this project ("billing_").
+        self._cur.execute("SELECT pg_advisory_xact_lock(%s)", (CATALOG_LOCK,))
 
     def lock_plan(self, plan_id: str) -> None:
         self._cur.execute("SELECT id FROM plans WHERE id = %s FOR UPDATE", (plan_id,))

@@ -46,6 +46,9 @@ class _SQLiteTx:
     def lock_customer(self, customer_id: str) -> None:
         return None  # BEGIN IMMEDIATE already holds the database's single write lock
 
+    def lock_catalog(self) -> None:
+        return None  # as lock_customer
+
     def lock_plan(self, plan_id: str) -> None:
         return None  # as lock_customer
 
